@@ -1,0 +1,3 @@
+from knockgate.cli import main
+
+main()

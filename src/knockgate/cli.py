@@ -1,0 +1,126 @@
+"""Command line. The only place exceptions become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import logging.handlers
+import socket
+import sys
+from collections.abc import Sequence
+
+from knockgate import __version__
+from knockgate.config import DEFAULT_PATH, describe, load_config
+from knockgate.core.frames import parse_frame
+from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    CONFIG = 3
+    FIREWALL = 4
+    CAPTURE = 5
+    INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knockgate", description="Port knocking and single packet authorization.")
+    parser.add_argument("--version", action="version", version=f"knockgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+    serve.add_argument("--interface", "-i", action="append", default=[],
+                       help="watch this interface (repeatable; default: all but loopback)")
+    serve.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
+    serve.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+    check = commands.add_parser("check", help="validate a config and print its doors")
+    check.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+
+    knock = commands.add_parser("knock", help="send a knock sequence")
+    knock.add_argument("host")
+    knock.add_argument("frames", nargs="+", metavar="FRAME",
+                       help="tcp:PORT[:FLAGS], udp:PORT, or knockd's PORT[:udp]")
+    knock.add_argument("--delay", "-d", type=float, default=0, metavar="MS",
+                       help="milliseconds between knocks")
+    family = knock.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
+    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
+
+    commands.add_parser("interfaces", help="list the interfaces knockgate can watch")
+    return parser
+
+
+def _setup_logging(use_syslog: bool, verbose: bool) -> None:
+    handler: logging.Handler
+    if use_syslog:
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("knockgate[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("knockgate")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from knockgate.daemon import serve
+
+    _setup_logging(args.syslog, args.verbose)
+    serve(args.config, tuple(args.interface))
+
+
+def _check(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    for line in describe(config):
+        print(line)
+    print(f"{args.config}: OK, {len(config.doors)} door(s)")
+
+
+def _knock(args: argparse.Namespace) -> None:
+    from knockgate.client import knock, resolve
+
+    frames = [parse_frame(text) for text in args.frames]
+    address = resolve(args.host, args.family or socket.AF_UNSPEC)
+    knock(address, frames, args.delay)
+
+
+def _interfaces(_: argparse.Namespace) -> None:
+    from knockgate.io.capture import list_interfaces
+
+    for index, name in list_interfaces():
+        note = "  (loopback: never watched)" if name == "lo" else ""
+        print(f"{index:>4}  {name}{note}")
+
+
+_COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces}
+_CODES: list[tuple[type[KnockgateError], ExitCode]] = [
+    (FirewallError, ExitCode.FIREWALL),
+    (CaptureError, ExitCode.CAPTURE),
+    (KnockgateError, ExitCode.FAILURE),
+]
+
+
+def run(argv: Sequence[str] | None = None) -> ExitCode:
+    args = _parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)  # FILE:LINE: first, like a compiler
+        return ExitCode.CONFIG
+    except KnockgateError as exc:
+        print(f"knockgate {args.command}: error: {exc}", file=sys.stderr)
+        return next(code for kind, code in _CODES if isinstance(exc, kind))
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,305 @@
+"""TOML configuration → a validated, frozen Config. Every error names FILE:LINE: and a fix."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from knockgate.core.engine import DEFAULT_MAX_PENDING
+from knockgate.core.frames import format_frame, parse_frame, parse_port_spec
+from knockgate.errors import ConfigError
+from knockgate.model import Door, Frame, PortSpec
+
+DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
+MAX_SEQUENCE = 32
+MAX_OPEN_FOR = 7 * 24 * 3600
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+_PLACEHOLDERS = frozenset({"ip", "door"})
+
+_DAEMON_KEYS = {
+    "interfaces": "network interfaces to watch (default: every non-loopback one)",
+    "max_pending": "how many sources may be mid-sequence per door",
+    "command_timeout": "seconds a command may run before it is killed",
+    "hide_knock_ports": "drop packets to knock ports so they look like any closed port",
+}
+_DOOR_KEYS = {
+    "name": "a short identifier, e.g. 'ssh'",
+    "sequence": "the knock frames, e.g. ['tcp:7000', 'udp:8000']",
+    "timeout": "seconds to complete the sequence, counted from the first knock",
+    "open": "ports that open for the knocker, e.g. ['tcp:22']",
+    "open_for": "seconds new connections are accepted",
+    "command": "argv run on opening, e.g. ['/usr/bin/logger', 'knock from {ip}']",
+    "stop_command": "argv run command_delay seconds after command",
+    "command_delay": "seconds between command and stop_command",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    interfaces: tuple[str, ...] = ()
+    max_pending: int = DEFAULT_MAX_PENDING
+    command_timeout: float = 10.0
+    hide_knock_ports: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    doors: tuple[Door, ...]
+    options: DaemonOptions
+
+
+class _Lines:
+    """Finds the line of a table or key, which tomllib does not report."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"']+)\s*\]\]?")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._tables: dict[tuple[str, int], int] = {}
+        self._keys: dict[tuple[str, int, str], int] = {}
+        counts: dict[str, int] = {}
+        table, index = "", 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = header.group(2).strip("\"'")
+                index = counts.get(table, -1) + 1 if header.group(1) == "[[" else 0
+                counts[table] = index
+                self._tables.setdefault((table, index), number)
+                continue
+            key = self._KEY.match(line)
+            if key:
+                self._keys.setdefault((table, index, key.group(1).strip("\"'")), number)
+
+    def of(self, table: str, index: int = 0, key: str | None = None) -> int | None:
+        if key is not None and (table, index, key) in self._keys:
+            return self._keys[(table, index, key)]
+        return self._tables.get((table, index))
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    path: str
+    lines: _Lines
+    table: str
+    index: int = 0
+
+    def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        line = self.lines.of(self.table, self.index, key)
+        return ConfigError(message, path=self.path, line=line, hint=hint)
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=path,
+                          hint="pass --config with a readable file") from exc
+    return parse_config(raw.decode("utf-8", errors="replace"), path)
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _toml_error(exc, path) from exc
+    lines = _Lines(text)
+    top = _Where(path, lines, "")
+    _reject_unknown(data, {"daemon": "daemon options", "door": "a [[door]] table"}, top)
+    options = _parse_options(data.get("daemon", {}), _Where(path, lines, "daemon"))
+    raw_doors = data.get("door", [])
+    if not isinstance(raw_doors, list):
+        raise top.error("door", "'door' must be an array of tables", "write [[door]] headers")
+    doors = tuple(
+        _parse_door(raw, _Where(path, lines, "door", index)) for index, raw in enumerate(raw_doors)
+    )
+    if not doors:
+        raise ConfigError("no door is configured", path=path,
+                          hint="add a [[door]] table with name, sequence and open")
+    _check_doors_together(doors, path)
+    return Config(path=path, doors=doors, options=options)
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError, path: str) -> ConfigError:
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column \d+\)", message)
+    line = int(match.group(1)) if match else None
+    reason = message[: match.start()].strip() if match else message
+    return ConfigError(f"not valid TOML: {reason}", path=path, line=line,
+                       hint="check quotes, brackets and commas on that line")
+
+
+def _reject_unknown(table: Mapping[str, Any], known: Mapping[str, str], where: _Where) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+            raise where.error(key, f"unknown key {key!r}", hint)
+
+
+def _parse_options(raw: Any, where: _Where) -> DaemonOptions:
+    if not isinstance(raw, dict):
+        raise where.error(None, "[daemon] must be a table")
+    _reject_unknown(raw, _DAEMON_KEYS, where)
+    interfaces = raw.get("interfaces", [])
+    if not isinstance(interfaces, list) or not all(isinstance(i, str) and i for i in interfaces):
+        raise where.error("interfaces", "interfaces must be a list of names", "e.g. ['eth0']")
+    return DaemonOptions(
+        interfaces=tuple(interfaces),
+        max_pending=_number(raw, "max_pending", DEFAULT_MAX_PENDING, where, 1, 10_000_000, int),
+        command_timeout=_number(raw, "command_timeout", 10.0, where, 0.1, 3600),
+        hide_knock_ports=_boolean(raw, "hide_knock_ports", True, where),
+    )
+
+
+def _parse_door(raw: Any, where: _Where) -> Door:
+    if not isinstance(raw, dict):
+        raise where.error(None, "each door must be a table", "write [[door]]")
+    _reject_unknown(raw, _DOOR_KEYS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise where.error("name", f"door name {name!r} is missing or invalid",
+                          "a letter then up to 31 letters, digits or '_', e.g. 'ssh'")
+    sequence = tuple(_parse_items(raw, "sequence", where, parse_frame, required=True))
+    if len(sequence) > MAX_SEQUENCE:
+        raise where.error("sequence", f"door {name!r}: sequence has {len(sequence)} knocks",
+                          f"use at most {MAX_SEQUENCE}")
+    opens = tuple(_parse_items(raw, "open", where, parse_port_spec, required=False))
+    command = _argv(raw, "command", where)
+    if not opens and not command:
+        raise where.error(None, f"door {name!r} neither opens ports nor runs a command",
+                          "add open = ['tcp:22'] or command = [...]")
+    stop_command = _argv(raw, "stop_command", where)
+    return Door(
+        name=name,
+        sequence=sequence,
+        timeout=_number(raw, "timeout", 10.0, where, 0.1, 3600),
+        open=opens,
+        open_for=_number(raw, "open_for", 30.0, where, 1, MAX_OPEN_FOR),
+        command=command,
+        stop_command=stop_command,
+        command_delay=_number(raw, "command_delay", 10.0, where, 0, MAX_OPEN_FOR),
+        line=where.lines.of("door", where.index) or 0,
+    )
+
+
+def _parse_items(raw: Mapping[str, Any], key: str, where: _Where,
+                 parse: Callable[[str], Any], required: bool) -> list[Any]:
+    items = raw.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise where.error(key, f"{key} must be a list of strings", _DOOR_KEYS[key])
+    if required and not items:
+        raise where.error(key, f"{key} is missing or empty", _DOOR_KEYS[key])
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(parse(item))
+        except ConfigError as exc:
+            raise where.error(key, exc.reason, exc.hint) from exc
+    return parsed
+
+
+def _argv(raw: Mapping[str, Any], key: str, where: _Where) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if isinstance(value, str):
+        raise where.error(key, f"{key} is a string; commands are argv lists, never run by a shell",
+                          f"write {key} = {value.split()!r}")
+    if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+        raise where.error(key, f"{key} must be a list of non-empty strings", _DOOR_KEYS[key])
+    for arg in value:
+        _check_placeholders(arg, key, where)
+    if value and not value[0].startswith("/"):
+        raise where.error(key, f"{key}[0] {value[0]!r} is not an absolute path",
+                          "name the program by its full path, e.g. '/usr/bin/logger'")
+    return tuple(value)
+
+
+def _check_placeholders(arg: str, key: str, where: _Where) -> None:
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(arg) if field is not None]
+    except ValueError as exc:
+        raise where.error(key, f"{key}: {arg!r}: {exc}", "write '{{' for a literal brace") from exc
+    for field in fields:
+        if field not in _PLACEHOLDERS:
+            raise where.error(key, f"{key}: unknown placeholder {{{field}}} in {arg!r}",
+                              "use {ip} or {door}; write '{{' for a literal brace")
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float, where: _Where,
+            low: float, high: float, kind: type = float) -> Any:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise where.error(key, f"{key} must be a number", f"e.g. {key} = {default}")
+    if kind is int and not isinstance(value, int):
+        raise where.error(key, f"{key} must be a whole number", f"e.g. {key} = {default}")
+    if not low <= value <= high:
+        raise where.error(key, f"{key} = {value} is out of range", f"use {low} to {high}")
+    return kind(value)
+
+
+def _boolean(raw: Mapping[str, Any], key: str, default: bool, where: _Where) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise where.error(key, f"{key} must be true or false")
+    return value
+
+
+def _check_doors_together(doors: tuple[Door, ...], path: str) -> None:
+    seen: dict[str, Door] = {}
+    for door in doors:
+        if door.name in seen:
+            raise ConfigError(f"door {door.name!r} is defined twice", path=path, line=door.line,
+                              hint=f"the first is on line {seen[door.name].line}; rename one")
+        seen[door.name] = door
+    for door in doors:
+        for other in doors:
+            if other is not door and _is_prefix(door.sequence, other.sequence):
+                raise ConfigError(
+                    f"door {door.name!r}: its sequence is a prefix of door {other.name!r}'s",
+                    path=path, line=door.line,
+                    hint=f"knocking {other.name!r} would also open {door.name!r}; "
+                    "make the sequences differ",
+                )
+    _check_ports_disjoint(doors, path)
+
+
+def _is_prefix(short: tuple[Frame, ...], long: tuple[Frame, ...]) -> bool:
+    return len(short) <= len(long) and long[: len(short)] == short
+
+
+def _check_ports_disjoint(doors: tuple[Door, ...], path: str) -> None:
+    knocked = {(f.proto, f.port): door for door in doors for f in door.sequence}
+    for door in doors:
+        for spec in door.open:
+            owner = knocked.get((spec.proto, spec.port))
+            if owner is not None:
+                raise ConfigError(
+                    f"door {door.name!r} opens {spec}, which door {owner.name!r} knocks on",
+                    path=path, line=door.line, hint="a knock port cannot also be a protected port",
+                )
+
+
+def describe(config: Config) -> list[str]:
+    """Human-readable summary for `knockgate check`."""
+    lines = []
+    for door in config.doors:
+        knocks = " ".join(format_frame(f) for f in door.sequence)
+        opens = ", ".join(str(p) for p in door.open) or "nothing"
+        lines.append(f"door {door.name} (line {door.line}): knock {knocks} within "
+                     f"{door.timeout:g}s -> open {opens} for {door.open_for:g}s")
+        if door.command:
+            lines.append(f"  runs {list(door.command)}")
+        if door.stop_command:
+            lines.append(f"  then after {door.command_delay:g}s {list(door.stop_command)}")
+    return lines
+
+
+def protected_ports(doors: tuple[Door, ...]) -> frozenset[PortSpec]:
+    return frozenset(spec for door in doors for spec in door.open)

@@ -1,0 +1,117 @@
+"""Bytes off the wire → Packet. Pure, and never raises on garbage: it returns None.
+
+Link types: Ethernet (with one optional 802.1Q tag), Linux cooked capture (SLL) and raw IP.
+The live capture uses SOCK_DGRAM, where the kernel has already removed the link header, so it
+decodes as raw IP whatever the interface (Ethernet, PPP, WireGuard); the other two serve pcap
+files and tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from ipaddress import IPv4Address, IPv6Address
+
+from knockgate.model import Packet
+
+_TCP = 6
+_UDP = 17
+_ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETH_VLAN = 0x8100
+# IPv6 extension headers we step over to reach TCP/UDP (hop-by-hop, routing, destination opts).
+_IPV6_SKIPPABLE = frozenset({0, 43, 60})
+
+
+class LinkType(enum.IntEnum):
+    """pcap's LINKTYPE_* numbers."""
+
+    ETHERNET = 1
+    RAW = 101
+    LINUX_SLL = 113
+
+
+def decode(data: bytes, link: LinkType = LinkType.RAW) -> Packet | None:
+    try:
+        return _decode(memoryview(data), link)
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+def _decode(data: memoryview, link: LinkType) -> Packet | None:
+    if link is LinkType.RAW:
+        return decode_ip(data)
+    if link is LinkType.ETHERNET:
+        offset, ethertype = 14, struct.unpack_from("!H", data, 12)[0]
+        if ethertype == _ETH_VLAN:
+            offset, ethertype = 18, struct.unpack_from("!H", data, 16)[0]
+    elif link is LinkType.LINUX_SLL:
+        offset, ethertype = 16, struct.unpack_from("!H", data, 14)[0]
+    else:
+        return None
+    if ethertype not in (_ETH_IPV4, _ETH_IPV6):
+        return None
+    return decode_ip(data[offset:])
+
+
+def decode_ip(data: memoryview) -> Packet | None:
+    if not data:
+        return None
+    version = data[0] >> 4
+    if version == 4:
+        return _decode_ipv4(data)
+    if version == 6:
+        return _decode_ipv6(data)
+    return None
+
+
+def _decode_ipv4(data: memoryview) -> Packet | None:
+    header_len = (data[0] & 0x0F) * 4
+    total_len = struct.unpack_from("!H", data, 2)[0]
+    fragment = struct.unpack_from("!H", data, 6)[0]
+    if header_len < 20 or total_len < header_len or len(data) < total_len:
+        return None
+    if fragment & 0x1FFF:
+        return None  # a later fragment carries no ports
+    src = IPv4Address(bytes(data[12:16]))
+    dst = IPv4Address(bytes(data[16:20]))
+    return _decode_l4(data[9], data[header_len:total_len], src, dst)
+
+
+def _decode_ipv6(data: memoryview) -> Packet | None:
+    if len(data) < 40:
+        return None
+    payload_len = struct.unpack_from("!H", data, 4)[0]
+    if len(data) < 40 + payload_len:
+        return None
+    next_header = data[6]
+    src = IPv6Address(bytes(data[8:24]))
+    dst = IPv6Address(bytes(data[24:40]))
+    body = data[40 : 40 + payload_len]
+    while next_header in _IPV6_SKIPPABLE:
+        ext_len = (body[1] + 1) * 8
+        if ext_len > len(body):
+            return None
+        next_header, body = body[0], body[ext_len:]
+    return _decode_l4(next_header, body, src, dst)
+
+
+def _decode_l4(
+    proto: int, body: memoryview, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address
+) -> Packet | None:
+    if proto == _TCP:
+        if len(body) < 20:
+            return None
+        sport, dport = struct.unpack_from("!HH", body, 0)
+        data_offset = (body[12] >> 4) * 4
+        if data_offset < 20 or data_offset > len(body):
+            return None
+        return Packet(src, dst, "tcp", sport, dport, body[13], bytes(body[data_offset:]))
+    if proto == _UDP:
+        if len(body) < 8:
+            return None
+        sport, dport, length = struct.unpack_from("!HHH", body, 0)
+        if length < 8 or length > len(body):
+            return None
+        return Packet(src, dst, "udp", sport, dport, 0, bytes(body[8:length]))
+    return None

@@ -1,0 +1,141 @@
+"""Knock frame syntax.
+
+Accepted forms (case-insensitive):
+
+- ``tcp:PORT`` — a SYN, exactly what ``connect()`` sends;
+- ``tcp:PORT:LETTERS`` — tportknockd's letters ``f s r p a u`` (these flags set, the others
+  clear), ``x`` (all six set), ``n`` (none set), ``i`` (ignore flags);
+- ``tcp:PORT:syn,!ack`` — knockd's words: listed flags set, ``!`` flags clear, others free;
+- ``udp:PORT``;
+- knockd's client syntax ``PORT`` and ``PORT:tcp`` / ``PORT:udp``.
+"""
+
+from __future__ import annotations
+
+from knockgate.errors import FrameError
+from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
+
+_LETTERS = {
+    "f": TcpFlag.FIN, "s": TcpFlag.SYN, "r": TcpFlag.RST,
+    "p": TcpFlag.PSH, "a": TcpFlag.ACK, "u": TcpFlag.URG,
+}
+_WORDS = {
+    "fin": TcpFlag.FIN, "syn": TcpFlag.SYN, "rst": TcpFlag.RST,
+    "psh": TcpFlag.PSH, "ack": TcpFlag.ACK, "urg": TcpFlag.URG,
+}
+_LETTER_ORDER = "fsrpau"
+FLAGS_HINT = (
+    "use tportknockd letters f s r p a u, or x (all), n (none), i (ignore), "
+    "or knockd words like 'syn,!ack'"
+)
+
+
+def parse_port(text: str) -> int:
+    if not text.isdigit():
+        raise FrameError(f"port {text!r} is not a number", hint="ports are 1-65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise FrameError(f"port {port} is out of range", hint="ports are 1-65535")
+    return port
+
+
+def parse_flags(text: str) -> tuple[int, int]:
+    """Return (mask, value) for a flags field."""
+    spec = text.strip().lower()
+    if not spec:
+        raise FrameError("empty TCP flags", hint=FLAGS_HINT)
+    if "," in spec or "!" in spec or spec in _WORDS:
+        return _parse_flag_words(spec)
+    return _parse_flag_letters(spec)
+
+
+def _parse_flag_words(spec: str) -> tuple[int, int]:
+    mask = value = 0
+    for raw in spec.split(","):
+        word = raw.strip()
+        negated = word.startswith("!")
+        name = word[1:] if negated else word
+        flag = _WORDS.get(name)
+        if flag is None:
+            raise FrameError(f"unknown TCP flag {word!r}", hint=FLAGS_HINT)
+        if mask & flag:
+            raise FrameError(f"TCP flag {name!r} given twice", hint=FLAGS_HINT)
+        mask |= flag
+        if not negated:
+            value |= flag
+    return mask, value
+
+
+def _parse_flag_letters(spec: str) -> tuple[int, int]:
+    if spec in ("i", "x", "n"):
+        return {"i": (0, 0), "x": (ALL_FLAGS, ALL_FLAGS), "n": (ALL_FLAGS, 0)}[spec]
+    value = 0
+    for letter in spec:
+        flag = _LETTERS.get(letter)
+        if flag is None:
+            raise FrameError(f"unknown TCP flag letter {letter!r} in {spec!r}", hint=FLAGS_HINT)
+        if value & flag:
+            raise FrameError(f"TCP flag letter {letter!r} given twice", hint=FLAGS_HINT)
+        value |= flag
+    return ALL_FLAGS, value
+
+
+def parse_frame(text: str) -> Frame:
+    parts = text.strip().lower().split(":")
+    if parts[0].isdigit():
+        return _parse_knockd_client_frame(parts, text)
+    if parts[0] not in ("tcp", "udp") or len(parts) < 2:
+        raise FrameError(
+            f"bad frame {text!r}", hint="write tcp:PORT[:FLAGS] or udp:PORT, e.g. 'tcp:7000'"
+        )
+    proto, port = parts[0], parse_port(parts[1])
+    if proto == "udp":
+        if len(parts) != 2:
+            raise FrameError(f"bad frame {text!r}: UDP has no flags", hint="write udp:PORT")
+        return Frame("udp", port)
+    if len(parts) == 2:
+        return Frame("tcp", port, ALL_FLAGS, TcpFlag.SYN)
+    if len(parts) > 3:
+        raise FrameError(f"bad frame {text!r}", hint="write tcp:PORT[:FLAGS]")
+    mask, value = parse_flags(parts[2])
+    return Frame("tcp", port, mask, value)
+
+
+def _parse_knockd_client_frame(parts: list[str], text: str) -> Frame:
+    port = parse_port(parts[0])
+    if len(parts) == 1 or parts[1:] == ["tcp"]:
+        return Frame("tcp", port, ALL_FLAGS, TcpFlag.SYN)
+    if parts[1:] == ["udp"]:
+        return Frame("udp", port)
+    raise FrameError(f"bad frame {text!r}", hint="knockd style is PORT or PORT:udp")
+
+
+def parse_port_spec(text: str) -> PortSpec:
+    parts = text.strip().lower().split(":")
+    if len(parts) != 2 or parts[0] not in ("tcp", "udp"):
+        raise FrameError(f"bad port {text!r}", hint="write tcp:PORT or udp:PORT, e.g. 'tcp:22'")
+    return PortSpec(parts[0], parse_port(parts[1]))
+
+
+def format_flags(mask: int, value: int) -> str:
+    if mask == 0:
+        return "i"
+    if mask == ALL_FLAGS:
+        if value == ALL_FLAGS:
+            return "x"
+        if value == 0:
+            return "n"
+        return "".join(ch for ch in _LETTER_ORDER if value & _LETTERS[ch])
+    words = []
+    for name, flag in _WORDS.items():
+        if mask & flag:
+            words.append(name if value & flag else f"!{name}")
+    return ",".join(words)
+
+
+def format_frame(frame: Frame) -> str:
+    if frame.proto == "udp":
+        return f"udp:{frame.port}"
+    if (frame.flags_mask, frame.flags_value) == (ALL_FLAGS, TcpFlag.SYN):
+        return f"tcp:{frame.port}"
+    return f"tcp:{frame.port}:{format_flags(frame.flags_mask, frame.flags_value)}"

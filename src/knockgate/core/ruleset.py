@@ -1,0 +1,97 @@
+"""nftables text for knockgate's table, rendered by pure functions and applied by io/nft.py.
+
+Everything lives in ``table inet knockgate``. Each door has two sets of granted sources (IPv4 and
+IPv6) whose elements carry a kernel timeout, so a grant ends even if the daemon dies. The chain
+only ever adds drops: new connections to a protected port are dropped unless the source is in
+one of the sets of a door that opens it; established connections are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from knockgate.model import Door, IPAddress, PortSpec
+
+TABLE = "knockgate"
+FAMILY = "inet"
+CHAIN = "input"
+_TABLE_REF = f"{FAMILY} {TABLE}"
+
+
+def set_name(door: str, version: int) -> str:
+    return f"{door}_v{version}"
+
+
+def door_sets(doors: Iterable[Door]) -> set[str]:
+    return {set_name(door.name, version) for door in doors for version in (4, 6)}
+
+
+def _ports_by_proto(specs: Iterable[PortSpec]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for spec in sorted(set(specs), key=lambda s: (s.proto, s.port)):
+        grouped.setdefault(spec.proto, []).append(spec.port)
+    return grouped
+
+
+def _port_set(ports: list[int]) -> str:
+    return "{ " + ", ".join(str(p) for p in ports) + " }"
+
+
+def render_ruleset(
+    doors: Iterable[Door],
+    hidden: Iterable[PortSpec] = (),
+    existing_sets: Iterable[str] = (),
+) -> str:
+    """One transaction that creates or updates the table in place.
+
+    Sets that already exist keep their elements, so a reload or restart keeps live grants;
+    sets of doors that are gone are deleted.
+    """
+    doors = list(doors)
+    wanted = door_sets(doors)
+    commands = [
+        f"add table {_TABLE_REF}",
+        f"add chain {_TABLE_REF} {CHAIN} "
+        "{ type filter hook input priority filter - 10; policy accept; }",
+        f"flush chain {_TABLE_REF} {CHAIN}",
+    ]
+    for door in doors:
+        for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            commands.append(
+                f"add set {_TABLE_REF} {set_name(door.name, version)} "
+                f"{{ type {kind}; flags timeout; }}"
+            )
+    commands += [f"delete set {_TABLE_REF} {name}" for name in sorted(set(existing_sets) - wanted)]
+    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}" for rule in _rules(doors, hidden)]
+    return "\n".join(commands) + "\n"
+
+
+def _rules(doors: list[Door], hidden: Iterable[PortSpec]) -> list[str]:
+    rules = ['iif "lo" accept', "ct state established,related accept"]
+    for door in doors:
+        for proto, ports in _ports_by_proto(door.open).items():
+            for version, family in ((4, "ip"), (6, "ip6")):
+                rules.append(
+                    f"{proto} dport {_port_set(ports)} {family} saddr "
+                    f"@{set_name(door.name, version)} accept"
+                )
+    protected = [spec for door in doors for spec in door.open]
+    for proto, ports in _ports_by_proto([*protected, *hidden]).items():
+        rules.append(f"{proto} dport {_port_set(ports)} drop")
+    return rules
+
+
+def render_grant(door: str, source: IPAddress, seconds: float) -> str:
+    """Add ``source`` to the door's set, or restart its timeout if it is already there."""
+    name = set_name(door, source.version)
+    element = f"add element {_TABLE_REF} {name} {{ {source} }}"
+    # add, delete, add in one transaction: always succeeds and always sets a fresh timeout.
+    return (
+        f"{element}\n"
+        f"delete element {_TABLE_REF} {name} {{ {source} }}\n"
+        f"add element {_TABLE_REF} {name} {{ {source} timeout {round(seconds * 1000)}ms }}\n"
+    )
+
+
+def render_teardown() -> str:
+    return f"delete table {_TABLE_REF}\n"

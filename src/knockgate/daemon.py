@@ -1,0 +1,243 @@
+"""The composition root: event loop, clock, signals, reload and teardown.
+
+Everything below this module is pure (core/) or one side effect (io/). Signals are handled in
+the event loop through ``add_signal_handler``, never in async-unsafe handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+
+from knockgate.config import Config, load_config
+from knockgate.core.actions import expand_argv
+from knockgate.core.decode import decode
+from knockgate.core.engine import Engine
+from knockgate.errors import KnockgateError
+from knockgate.io.bpf import port_filter
+from knockgate.io.capture import Capture
+from knockgate.io.commands import run_command
+from knockgate.io.netlink import LocalAddresses
+from knockgate.io.nft import Nftables
+from knockgate.io.notify import notify
+from knockgate.model import Decision, Door, IPAddress, Open, PortSpec, Progress, Reset
+
+log = logging.getLogger("knockgate")
+_SHUTDOWN_COMMAND_BUDGET = 0.5
+
+
+def hidden_ports(config: Config) -> list[PortSpec]:
+    if not config.options.hide_knock_ports:
+        return []
+    return sorted({PortSpec(f.proto, f.port) for d in config.doors for f in d.sequence},
+                  key=lambda s: (s.proto, s.port))
+
+
+@dataclass(frozen=True)
+class _PendingStop:
+    handle: asyncio.TimerHandle
+    argv: tuple[str, ...]
+    context: str
+
+
+@dataclass
+class _Running:
+    """What one loaded configuration needs at run time; swapped whole on reload."""
+
+    config: Config
+    engine: Engine
+    capture: Capture
+    doors: dict[str, Door]
+
+
+class Daemon:
+    def __init__(self, config: Config, interfaces: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._first_config = config
+        self._interface_override = interfaces
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._pending_stops: dict[int, _PendingStop] = {}
+        self._stop_tokens = itertools.count()
+        self._nft: Nftables | None = None
+        self._addresses: LocalAddresses | None = None
+        self._running: _Running | None = None
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._nft = Nftables()
+            self._addresses = LocalAddresses()
+            self._running = self._prepare(self._first_config)
+            self._nft.install(list(self._first_config.doors), hidden_ports(self._first_config))
+            self._watch(self._running)
+            loop.add_reader(self._addresses.fileno(), self._on_address_change)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._stop, signum)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            self._log_doors(self._running.config, "serving")
+            notify("READY=1")
+            await self._stopping.wait()
+        finally:
+            await self._teardown(loop)
+
+    def _prepare(self, config: Config) -> _Running:
+        engine = Engine(config.doors, config.options.max_pending)
+        interfaces = self._interface_override or config.options.interfaces
+        capture = Capture(port_filter(engine.watched_ports()), interfaces)
+        return _Running(config, engine, capture, {d.name: d for d in config.doors})
+
+    def _watch(self, running: _Running) -> None:
+        asyncio.get_running_loop().add_reader(running.capture.fileno(), self._on_packets)
+
+    def _stop(self, signum: int) -> None:
+        log.info("received %s; closing every door and exiting", signal.Signals(signum).name)
+        notify("STOPPING=1")
+        self._stopping.set()
+
+    async def _teardown(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        if self._running is not None:
+            loop.remove_reader(self._running.capture.fileno())
+            self._running.capture.close()
+        if self._addresses is not None:
+            loop.remove_reader(self._addresses.fileno())
+            self._addresses.close()
+        await self._run_pending_stop_commands()
+        if self._nft is not None:
+            try:
+                self._nft.remove()
+                log.info("removed nftables table inet knockgate")
+            except KnockgateError as exc:
+                log.error("teardown: %s", exc)
+
+    async def _run_pending_stop_commands(self) -> None:
+        """Run stop commands now rather than never: the door must not stay open."""
+        pending = list(self._pending_stops.values())
+        self._pending_stops.clear()
+        for stop in pending:
+            stop.handle.cancel()
+        jobs = [run_command(stop.argv, _SHUTDOWN_COMMAND_BUDGET, stop.context) for stop in pending]
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    # --- reload -------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        notify("RELOADING=1")
+        assert self._running is not None and self._nft is not None
+        old = self._running
+        path = old.config.path
+        try:
+            config = load_config(path)
+            fresh = self._prepare(config)
+        except KnockgateError as exc:
+            log.error("reload failed, still serving the previous configuration: %s", exc)
+            notify("READY=1")
+            return
+        try:
+            self._nft.install(list(config.doors), hidden_ports(config))
+        except KnockgateError as exc:
+            fresh.capture.close()
+            log.error("reload failed, still serving the previous configuration: %s", exc)
+            notify("READY=1")
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(old.capture.fileno())
+        old.capture.close()
+        self._running = fresh
+        self._watch(fresh)
+        self._log_doors(config, "reloaded")
+        notify("READY=1")
+
+    # --- packets ------------------------------------------------------------------------
+
+    def _on_address_change(self) -> None:
+        assert self._addresses is not None
+        for change in self._addresses.on_readable():
+            log.info("%s", change)
+
+    def _on_packets(self) -> None:
+        running, addresses = self._running, self._addresses
+        assert running is not None and addresses is not None
+        now = self._clock()
+        try:
+            batch = list(running.capture.drain())
+        except OSError as exc:
+            log.error("capture read failed: %s", exc)
+            return
+        for data, _interface in batch:
+            packet = decode(data)
+            if packet is None or packet.dst not in addresses:
+                continue
+            for decision in running.engine.handle(packet, now):
+                self._act(decision, running)
+
+    def _act(self, decision: Decision, running: _Running) -> None:
+        if isinstance(decision, Progress):
+            log.info("door %s: %s knock %d/%d", decision.door, decision.source, decision.step,
+                     decision.total)
+        elif isinstance(decision, Reset):
+            log.info("door %s: %s reset (%s)", decision.door, decision.source, decision.reason)
+        elif isinstance(decision, Open):
+            self._open(running.doors[decision.door], decision.source)
+
+    def _open(self, door: Door, source: IPAddress) -> None:
+        assert self._nft is not None
+        if door.open:
+            try:
+                self._nft.grant(door.name, source, door.open_for)
+            except KnockgateError as exc:
+                log.error("door %s: could not open for %s: %s", door.name, source, exc)
+                return
+            log.info("door %s: opened %s for %s for %gs", door.name,
+                     ", ".join(str(p) for p in door.open), source, door.open_for)
+        else:
+            log.info("door %s: sequence completed by %s", door.name, source)
+        self._start_commands(door, source)
+
+    def _start_commands(self, door: Door, source: IPAddress) -> None:
+        values = {"ip": str(source), "door": door.name}
+        if door.command:
+            self._spawn(run_command(expand_argv(door.command, values), self._command_timeout(),
+                                    f"door {door.name}: command for {source}"))
+        if door.stop_command:
+            token = next(self._stop_tokens)
+            handle = asyncio.get_running_loop().call_later(
+                door.command_delay, self._fire_stop, token)
+            self._pending_stops[token] = _PendingStop(
+                handle, expand_argv(door.stop_command, values),
+                f"door {door.name}: stop_command for {source}")
+
+    def _fire_stop(self, token: int) -> None:
+        pending = self._pending_stops.pop(token)
+        self._spawn(run_command(pending.argv, self._command_timeout(), pending.context))
+
+    def _command_timeout(self) -> float:
+        assert self._running is not None
+        return self._running.config.options.command_timeout
+
+    def _spawn(self, job: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log_doors(self, config: Config, verb: str) -> None:
+        for door in config.doors:
+            log.info("%s door %s: %d knocks, opens %s for %gs", verb, door.name,
+                     len(door.sequence), ", ".join(str(p) for p in door.open) or "nothing",
+                     door.open_for)
+
+
+def serve(config_path: str, interfaces: tuple[str, ...] = ()) -> None:
+    config = load_config(config_path)
+    asyncio.run(Daemon(config, interfaces).run())

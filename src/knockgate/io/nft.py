@@ -1,0 +1,65 @@
+"""nftables, in-process through libnftables (Debian's python3-nftables binding)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from knockgate.core.ruleset import FAMILY, TABLE, render_grant, render_ruleset, render_teardown
+from knockgate.errors import FirewallError
+from knockgate.model import Door, IPAddress, PortSpec
+
+log = logging.getLogger("knockgate.nft")
+
+
+def _load_binding() -> Any:
+    try:
+        import nftables  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise FirewallError(
+            "the libnftables Python binding is missing: install Debian's python3-nftables "
+            "(apt-get install python3-nftables) and run knockgate with a Python that sees it"
+        ) from exc
+    return nftables
+
+
+class Nftables:
+    """Applies rendered rulesets and grants; one libnftables context for the daemon's life."""
+
+    def __init__(self) -> None:
+        self._ctx = _load_binding().Nftables()
+        self._ctx.set_handle_output(False)
+
+    def run(self, commands: str) -> str:
+        """Run ``commands`` as one atomic transaction."""
+        rc, output, error = self._ctx.cmd(commands)
+        if rc != 0:
+            raise FirewallError(f"nftables refused the change: {error.strip() or 'no reason'}")
+        return str(output)
+
+    def existing_sets(self) -> set[str]:
+        self._ctx.set_json_output(True)
+        try:
+            rc, output, _ = self._ctx.cmd(f"list sets {FAMILY}")
+        finally:
+            self._ctx.set_json_output(False)
+        if rc != 0 or not output:
+            return set()
+        items: list[dict[str, Any]] = json.loads(output).get("nftables", [])
+        return {
+            item["set"]["name"]
+            for item in items
+            if "set" in item and item["set"].get("table") == TABLE
+        }
+
+    def install(self, doors: list[Door], hidden: list[PortSpec]) -> None:
+        self.run(render_ruleset(doors, hidden, self.existing_sets()))
+
+    def grant(self, door: str, source: IPAddress, seconds: float) -> None:
+        self.run(render_grant(door, source, seconds))
+
+    def remove(self) -> None:
+        rc, _, error = self._ctx.cmd(render_teardown())
+        if rc != 0 and "No such file" not in error:
+            raise FirewallError(f"could not delete table {FAMILY} {TABLE}: {error.strip()}")

@@ -1,0 +1,112 @@
+"""Frozen values shared by every layer: packets, frames, doors and the engine's decisions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class TcpFlag(enum.IntFlag):
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+
+
+# ECE and CWR are left out on purpose: an ECN-capable stack sets them on a plain SYN.
+ALL_FLAGS = 0x3F
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One captured IP packet, already decoded. ``flags`` is 0 for UDP."""
+
+    src: IPAddress
+    dst: IPAddress
+    proto: str
+    sport: int
+    dport: int
+    flags: int = 0
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One knock: a protocol, a destination port and, for TCP, which flags must be set.
+
+    A packet matches when ``packet.flags & flags_mask == flags_value``; a mask of 0 ignores flags.
+    """
+
+    proto: str
+    port: int
+    flags_mask: int = 0
+    flags_value: int = 0
+
+    def matches(self, proto: str, port: int, flags: int) -> bool:
+        return (
+            port == self.port
+            and proto == self.proto
+            and flags & self.flags_mask == self.flags_value
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """A port a door opens: ``tcp:22``."""
+
+    proto: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.proto}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    name: str
+    sequence: tuple[Frame, ...]
+    timeout: float
+    open: tuple[PortSpec, ...]
+    open_for: float
+    command: tuple[str, ...] = ()
+    stop_command: tuple[str, ...] = ()
+    command_delay: float = 0.0
+    line: int = 0
+
+
+# --- decisions returned by the engine -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A source matched step ``step`` (1-based) of ``total`` of a door's sequence."""
+
+    door: str
+    source: IPAddress
+    step: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A source lost its progress on a door; ``reason`` says why, for the log."""
+
+    door: str
+    source: IPAddress
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """A source completed a door's sequence: grant it the door's ports."""
+
+    door: str
+    source: IPAddress
+
+
+Decision = Progress | Reset | Open
