@@ -80,6 +80,8 @@ class _Lines:
     def of(self, table: str, index: int = 0, key: str | None = None) -> int | None:
         if key is not None and (table, index, key) in self._keys:
             return self._keys[(table, index, key)]
+        if key is not None and not table and (key, 0) in self._tables:
+            return self._tables[(key, 0)]  # a top-level key written as a [table] header
         return self._tables.get((table, index))
 
 
@@ -109,7 +111,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _toml_error(exc, path) from exc
+        raise _toml_error(exc, path, text) from exc
     lines = _Lines(text)
     top = _Where(path, lines, "")
     _reject_unknown(data, {"daemon": "daemon options", "door": "a [[door]] table"}, top)
@@ -127,11 +129,14 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     return Config(path=path, doors=doors, options=options)
 
 
-def _toml_error(exc: tomllib.TOMLDecodeError, path: str) -> ConfigError:
+def _toml_error(exc: tomllib.TOMLDecodeError, path: str, text: str) -> ConfigError:
     message = str(exc)
-    match = re.search(r"\(at line (\d+), column \d+\)", message)
-    line = int(match.group(1)) if match else None
-    reason = message[: match.start()].strip() if match else message
+    match = re.search(r"\((?:at line (\d+), column \d+|at end of document)\)", message)
+    if match is None:
+        line, reason = None, message
+    else:
+        line = int(match.group(1)) if match.group(1) else max(1, len(text.splitlines()))
+        reason = message[: match.start()].strip()
     return ConfigError(f"not valid TOML: {reason}", path=path, line=line,
                        hint="check quotes, brackets and commas on that line")
 

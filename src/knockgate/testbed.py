@@ -48,6 +48,7 @@ def inside(namespace: str) -> Iterator[None]:
 class TestBed:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    listeners: list[socket.socket] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -108,6 +109,7 @@ class TestBed:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         sock.listen(1024)
+        self.listeners.append(sock)  # kept open for the bed's life, even if the caller drops it
         return sock
 
     def can_connect(self, host: str, port: int, source: str | None = None,
@@ -134,6 +136,8 @@ class TestBed:
         return None
 
     def close(self) -> None:
+        for sock in self.listeners:
+            sock.close()
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()

@@ -1,0 +1,115 @@
+"""Fixtures that build real network namespaces and run the real CLI inside them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knockgate.testbed import TestBed, require_root_tools
+
+REQUIRE_E2E = os.environ.get("KNOCKGATE_REQUIRE_E2E") == "1"
+
+
+def _skip_or_fail(reason: str) -> None:
+    message = f"END-TO-END TEST NOT RUN: {reason}"
+    if REQUIRE_E2E:
+        pytest.fail(message + " (KNOCKGATE_REQUIRE_E2E=1 forbids skipping)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def bed() -> Iterator[TestBed]:
+    reason = require_root_tools()
+    if reason:
+        _skip_or_fail(reason)
+    with TestBed() as testbed:
+        yield testbed
+
+
+def need_tool(name: str) -> str:
+    for folder in ("/usr/bin", "/usr/sbin", "/bin", "/sbin"):
+        if os.access(f"{folder}/{name}", os.X_OK):
+            return f"{folder}/{name}"
+    _skip_or_fail(f"the '{name}' program is not installed")
+    raise AssertionError("unreachable")
+
+
+class RunningDaemon:
+    """`knockgate serve` in the server namespace, its log collected line by line."""
+
+    def __init__(self, bed: TestBed, config: Path, *extra: str) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = bed.knockgate(bed.server, "serve", "--config", str(config), "-v", *extra,
+                                     stderr=subprocess.PIPE)
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 5.0, after: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[after:]:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None and not self._pending():
+                    raise AssertionError(f"no log line with {text!r}; log so far:\n{self.log}")
+                self._changed.wait(min(left, 0.1))
+
+    def _pending(self) -> bool:
+        return False
+
+    def mark(self) -> int:
+        with self._changed:
+            return len(self.lines)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 5.0) -> float:
+        start = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        return time.monotonic() - start
+
+
+@pytest.fixture
+def serve(bed: TestBed, tmp_path: Path):
+    started: list[RunningDaemon] = []
+
+    def start(config_text: str, *extra: str) -> RunningDaemon:
+        config = tmp_path / "knockgate.toml"
+        config.write_text(config_text)
+        daemon = RunningDaemon(bed, config, *extra)
+        started.append(daemon)
+        daemon.wait_for("serving door")
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+
+
+def knockgate_cli(bed: TestBed, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return bed.run(namespace, sys.executable, "-m", "knockgate", *args, check=False)

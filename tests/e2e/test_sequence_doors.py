@@ -1,0 +1,221 @@
+"""Port-sequence doors end to end: namespaces, real packets, real nftables, the real CLI."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import knockgate_cli, need_tool
+
+from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
+
+DOOR = """
+[[door]]
+name = "ssh"
+sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
+timeout = 5
+open = ["tcp:22"]
+open_for = {open_for}
+"""
+
+
+def knock(bed, *frames: str, host: str = SERVER_V4) -> None:
+    result = knockgate_cli(bed, bed.client, "knock", host, *frames)
+    assert result.returncode == 0, result.stderr
+
+
+def test_opens_for_the_knocker_only_then_closes(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=1.5))
+    assert not bed.can_connect(SERVER_V4, 22), "protected port must look dropped before a knock"
+
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+    daemon.wait_for(f"door ssh: opened tcp:22 for {CLIENT_V4}")
+    assert not bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER), \
+        "another address of the client host must stay shut"
+
+    time.sleep(1.7)
+    assert not bed.can_connect(SERVER_V4, 22), "the door must close after open_for"
+
+
+def test_established_connection_outlives_the_grant(bed, serve):
+    listener = bed.listen(22)
+    serve(DOOR.format(open_for=1))
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None
+    client = bed.make_socket(bed.client, socket.AF_INET, socket.SOCK_STREAM)
+    client.settimeout(1)
+    client.connect((SERVER_V4, 22))
+    listener.settimeout(1)
+    server_side, peer = listener.accept()
+    while peer != client.getsockname():  # skip the probes wait_until_open left in the queue
+        server_side.close()
+        server_side, peer = listener.accept()
+    time.sleep(1.3)
+    assert not bed.can_connect(SERVER_V4, 22)
+    client.sendall(b"still here")
+    server_side.settimeout(1)
+    assert server_side.recv(100) == b"still here"
+    client.close()
+    server_side.close()
+
+
+def test_wrong_order_stays_shut(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=5))
+    knock(bed, "tcp:7000", "tcp:9000", "udp:8000")
+    daemon.wait_for("reset (knock out of order)")
+    assert not bed.can_connect(SERVER_V4, 22)
+    knock(bed, "udp:8000", "tcp:7000", "tcp:9000")  # a stray first knock, then wrong again
+    assert not bed.can_connect(SERVER_V4, 22)
+    assert "opened" not in daemon.log
+
+
+def test_ipv6(bed, serve):
+    bed.listen(22, socket.AF_INET6)
+    daemon = serve(DOOR.format(open_for=5))
+    assert not bed.can_connect(SERVER_V6, 22)
+    knock(bed, "-6", "tcp:7000", "udp:8000", "tcp:9000", host=SERVER_V6)
+    assert bed.wait_until_open(SERVER_V6, 22) is not None, daemon.log
+    daemon.wait_for("opened tcp:22 for fd00:201::2")
+    assert not bed.can_connect(SERVER_V4, 22), "an IPv6 grant opens nothing for IPv4"
+
+
+def test_flag_knocks_by_raw_packets(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.replace('["tcp:7000", "udp:8000", "tcp:9000"]',
+                                '["tcp:110:x", "tcp:110:up", "tcp:110:n", "tcp:7000:fa"]')
+                   .format(open_for=5))
+    knock(bed, "tcp:110:x", "tcp:110:up", "tcp:110:n", "tcp:7000:fa")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+
+
+def test_knockd_client_opens_a_knockgate_door(bed, serve):
+    knock_tool = need_tool("knock")
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=5))
+    result = bed.run(bed.client, knock_tool, SERVER_V4, "7000", "8000:udp", "9000")
+    assert result.returncode == 0, result.stderr
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+
+
+def test_commands_run_with_placeholders_and_stop_after_delay(bed, serve, tmp_path: Path):
+    bed.listen(22)
+    config = DOOR.format(open_for=5) + (
+        f'command = ["/usr/bin/touch", "{tmp_path}/opened-{{door}}-{{ip}}"]\n'
+        f'stop_command = ["/usr/bin/touch", "{tmp_path}/closed-{{ip}}"]\n'
+        "command_delay = 1\n"
+    )
+    daemon = serve(config)
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    daemon.wait_for("command for 10.201.0.2: /usr/bin/touch exited 0")
+    assert (tmp_path / f"opened-ssh-{CLIENT_V4}").exists()
+    assert not (tmp_path / f"closed-{CLIENT_V4}").exists()
+    daemon.wait_for("stop_command for 10.201.0.2: /usr/bin/touch exited 0", timeout=3)
+    assert (tmp_path / f"closed-{CLIENT_V4}").exists()
+
+
+def test_failing_command_is_logged_not_fatal(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=5) + 'command = ["/bin/false"]\n')
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    daemon.wait_for("/bin/false failed with status 1")
+    assert bed.can_connect(SERVER_V4, 22)
+    assert daemon.process.poll() is None
+
+
+def test_new_local_address_is_watched_live(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=5))
+    bed.run(bed.server, "ip", "addr", "add", "10.201.5.1/16", "dev", bed.server_if)
+    daemon.wait_for("address 10.201.5.1 added")
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000", host="10.201.5.1")
+    assert bed.wait_until_open("10.201.5.1", 22) is not None, daemon.log
+
+
+def test_knocks_to_other_destinations_do_not_count(bed, serve):
+    """A packet the host would forward is not a knock on this host."""
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=5))
+    bed.run(bed.client, "ip", "route", "add", "10.201.9.9/32", "via", SERVER_V4)
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000", host="10.201.9.9")
+    time.sleep(0.3)
+    assert "knock 1/3" not in daemon.log
+    assert not bed.can_connect(SERVER_V4, 22)
+
+
+def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
+    bed.listen(22)
+    bed.listen(2222)
+    daemon = serve(DOOR.format(open_for=5))
+    config = tmp_path / "knockgate.toml"
+    config.write_text(config.read_text() + "\nbogus = [\n")
+    mark = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    line = daemon.wait_for("reload failed, still serving the previous configuration", after=mark)
+    assert "knockgate.toml:" in line
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+
+    config.write_text(DOOR.format(open_for=5).replace('"tcp:22"', '"tcp:2222"'))
+    mark = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for("reloaded door ssh", after=mark)
+    assert bed.can_connect(SERVER_V4, 22), "the grant on a kept door survives a reload"
+    assert not bed.can_connect(SERVER_V4, 2222, source=CLIENT_V4_OTHER)
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 2222) is not None, daemon.log
+
+
+def test_sigterm_removes_every_rule_within_a_second(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=30))
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None
+    assert "table inet knockgate" in bed.run(bed.server, "nft", "list", "ruleset").stdout
+    assert daemon.stop() < 1.0
+    assert daemon.process.returncode == 0
+    assert "knockgate" not in bed.run(bed.server, "nft", "list", "ruleset").stdout
+
+
+def test_grants_expire_in_the_kernel_even_if_the_daemon_dies(bed, serve):
+    bed.listen(22)
+    daemon = serve(DOOR.format(open_for=1))
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None
+    daemon.process.kill()
+    daemon.process.wait()
+    time.sleep(1.3)
+    assert not bed.can_connect(SERVER_V4, 22), "the kernel must close the door on its own"
+
+
+def test_check_reports_file_line_and_hint(bed, tmp_path: Path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[[door]]\nname = "ssh"\nsequence = ["tcp:7000", "tcp:99999"]\n'
+                      'open = ["tcp:22"]\n')
+    result = knockgate_cli(bed, bed.server, "check", "--config", str(config))
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"{config}:3: port 99999 is out of range")
+    assert "hint:" in result.stderr
+    config.write_text(DOOR.format(open_for=5))
+    result = knockgate_cli(bed, bed.server, "check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "door ssh" in result.stdout and "open tcp:22 for 5s" in result.stdout
+
+
+def test_serve_refuses_a_bad_config_and_leaves_no_table(bed, tmp_path: Path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[[door]]\nname = "ssh"\nsequence = ["tcp:7000"]\nopen = ["tcp:22"]\n'
+                      "open_for = -1\n")
+    result = knockgate_cli(bed, bed.server, "serve", "--config", str(config))
+    assert result.returncode == 3 and f"{config}:5:" in result.stderr
+    assert "knockgate" not in bed.run(bed.server, "nft", "list", "ruleset").stdout
+
+
+def test_interfaces_lists_the_namespace_links(bed):
+    result = knockgate_cli(bed, bed.server, "interfaces")
+    assert result.returncode == 0
+    assert bed.server_if in result.stdout and "loopback" in result.stdout

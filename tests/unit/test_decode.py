@@ -1,0 +1,91 @@
+import struct
+from ipaddress import ip_address
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from knockgate.client import tcp_segment
+from knockgate.core.decode import LinkType, decode
+from knockgate.model import TcpFlag
+
+SRC4, DST4 = ip_address("10.201.0.2"), ip_address("10.201.0.1")
+SRC6, DST6 = ip_address("fd00:201::2"), ip_address("fd00:201::1")
+
+
+def ipv4(proto: int, body: bytes, src=SRC4, dst=DST4, frag: int = 0) -> bytes:
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, frag, 64, proto, 0,
+                       src.packed, dst.packed) + body
+
+
+def ipv6(next_header: int, body: bytes, src=SRC6, dst=DST6) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(body), next_header, 64, src.packed,
+                       dst.packed) + body
+
+
+def udp(dport: int, payload: bytes = b"x") -> bytes:
+    return struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+
+
+def tcp(dport: int, flags: int) -> bytes:
+    return tcp_segment(SRC4, DST4, 40000, dport, flags, 1)
+
+
+def test_ipv4_tcp():
+    pkt = decode(ipv4(6, tcp(7000, TcpFlag.SYN)))
+    assert pkt is not None
+    assert (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport, pkt.flags) == (
+        SRC4, DST4, "tcp", 40000, 7000, TcpFlag.SYN)
+
+
+def test_ipv4_udp_payload():
+    pkt = decode(ipv4(17, udp(8000, b"hello")))
+    assert pkt is not None and pkt.proto == "udp" and pkt.payload == b"hello"
+
+
+def test_ipv6_tcp_and_extension_header():
+    assert decode(ipv6(6, tcp(9000, TcpFlag.FIN))).flags == TcpFlag.FIN
+    hop_by_hop = bytes([6, 0]) + bytes(6)  # next header TCP, length 8
+    pkt = decode(ipv6(0, hop_by_hop + tcp(9000, TcpFlag.SYN)))
+    assert pkt is not None and pkt.dport == 9000 and pkt.src == SRC6
+
+
+def test_ethernet_vlan_and_cooked_links():
+    frame = ipv4(17, udp(8000))
+    ether = bytes(12) + b"\x08\x00" + frame
+    vlan = bytes(12) + b"\x81\x00\x00\x05\x08\x00" + frame
+    cooked = bytes(14) + b"\x08\x00" + frame
+    for data, link in ((ether, LinkType.ETHERNET), (vlan, LinkType.ETHERNET),
+                       (cooked, LinkType.LINUX_SLL)):
+        pkt = decode(data, link)
+        assert pkt is not None and pkt.dport == 8000
+    assert decode(bytes(12) + b"\x08\x06" + frame, LinkType.ETHERNET) is None  # ARP
+
+
+def test_later_fragments_and_other_protocols_are_ignored():
+    assert decode(ipv4(6, tcp(7000, TcpFlag.SYN), frag=5)) is None
+    assert decode(ipv4(1, b"\x08\x00" + bytes(6))) is None  # ICMP
+    assert decode(ipv6(44, bytes(8) + tcp(7000, 2))) is None  # fragment header
+
+
+def test_truncated_and_lying_lengths():
+    good = ipv4(6, tcp(7000, TcpFlag.SYN))
+    for cut in range(len(good)):
+        assert decode(good[:cut]) is None
+    bad_total = good[:2] + struct.pack("!H", 1000) + good[4:]
+    assert decode(bad_total) is None
+    bad_udp = ipv4(17, struct.pack("!HHHH", 1, 8000, 200, 0) + b"x")
+    assert decode(bad_udp) is None
+    bad_offset = bytearray(ipv4(6, tcp(7000, 2)))
+    bad_offset[20 + 12] = 0xF0  # data offset 60 > segment
+    assert decode(bytes(bad_offset)) is None
+
+
+@given(st.binary(max_size=200), st.sampled_from(list(LinkType)))
+def test_garbage_never_raises(data, link):
+    decode(data, link)
+
+
+@given(st.binary(min_size=1, max_size=80))
+def test_mutated_headers_never_raise(tail):
+    for head in (b"\x45", b"\x46", b"\x60", b"\x4f"):
+        decode(head + tail)

@@ -1,0 +1,56 @@
+from ipaddress import ip_address
+
+from knockgate.config import parse_config
+from knockgate.core.ruleset import render_grant, render_ruleset, render_teardown
+from knockgate.daemon import hidden_ports
+
+CONFIG = """
+[[door]]
+name = "ssh"
+sequence = ["tcp:7000", "udp:8000"]
+open = ["tcp:22", "tcp:2222"]
+
+[[door]]
+name = "vpn"
+sequence = ["udp:5000", "tcp:5001"]
+open = ["udp:1194", "tcp:22"]
+"""
+
+GOLDEN = """\
+add table inet knockgate
+add chain inet knockgate input { type filter hook input priority filter - 10; policy accept; }
+flush chain inet knockgate input
+add set inet knockgate ssh_v4 { type ipv4_addr; flags timeout; }
+add set inet knockgate ssh_v6 { type ipv6_addr; flags timeout; }
+add set inet knockgate vpn_v4 { type ipv4_addr; flags timeout; }
+add set inet knockgate vpn_v6 { type ipv6_addr; flags timeout; }
+delete set inet knockgate old_v4
+add rule inet knockgate input iif "lo" accept
+add rule inet knockgate input ct state established,related accept
+add rule inet knockgate input tcp dport { 22, 2222 } ip saddr @ssh_v4 accept
+add rule inet knockgate input tcp dport { 22, 2222 } ip6 saddr @ssh_v6 accept
+add rule inet knockgate input tcp dport { 22 } ip saddr @vpn_v4 accept
+add rule inet knockgate input tcp dport { 22 } ip6 saddr @vpn_v6 accept
+add rule inet knockgate input udp dport { 1194 } ip saddr @vpn_v4 accept
+add rule inet knockgate input udp dport { 1194 } ip6 saddr @vpn_v6 accept
+add rule inet knockgate input tcp dport { 22, 2222, 5001, 7000 } drop
+add rule inet knockgate input udp dport { 1194, 5000, 8000 } drop
+"""
+
+
+def test_ruleset_golden():
+    config = parse_config(CONFIG)
+    text = render_ruleset(config.doors, hidden_ports(config), ["ssh_v4", "old_v4"])
+    assert text == GOLDEN
+
+
+def test_grant_refreshes_timeout_atomically():
+    assert render_grant("ssh", ip_address("fd00:201::2"), 1.5) == (
+        "add element inet knockgate ssh_v6 { fd00:201::2 }\n"
+        "delete element inet knockgate ssh_v6 { fd00:201::2 }\n"
+        "add element inet knockgate ssh_v6 { fd00:201::2 timeout 1500ms }\n"
+    )
+
+
+def test_teardown():
+    assert render_teardown() == "delete table inet knockgate\n"
