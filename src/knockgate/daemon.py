@@ -68,6 +68,7 @@ class Daemon:
         self._nft: Nftables | None = None
         self._addresses: LocalAddresses | None = None
         self._running: _Running | None = None
+        self._batch_started = 0.0
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -170,6 +171,7 @@ class Daemon:
         running, addresses = self._running, self._addresses
         assert running is not None and addresses is not None
         now = self._clock()
+        self._batch_started = time.perf_counter()
         try:
             batch = list(running.capture.drain())
         except OSError as exc:
@@ -199,8 +201,9 @@ class Daemon:
             except KnockgateError as exc:
                 log.error("door %s: could not open for %s: %s", door.name, source, exc)
                 return
-            log.info("door %s: opened %s for %s for %gs", door.name,
-                     ", ".join(str(p) for p in door.open), source, door.open_for)
+            log.info("door %s: opened %s for %s for %gs (%.3f ms after the packet was read)",
+                     door.name, ", ".join(str(p) for p in door.open), source, door.open_for,
+                     (time.perf_counter() - self._batch_started) * 1000)
         else:
             log.info("door %s: sequence completed by %s", door.name, source)
         self._start_commands(door, source)

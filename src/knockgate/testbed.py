@@ -127,9 +127,11 @@ class TestBed:
             return True
 
     def wait_until_open(self, host: str, port: int, source: str | None = None,
-                        deadline: float = 3.0, probe_timeout: float = 0.002) -> float | None:
-        """Probe until a connection is accepted; return the seconds it took, or None."""
-        start = time.perf_counter()
+                        deadline: float = 3.0, probe_timeout: float = 0.002,
+                        since: float | None = None) -> float | None:
+        """Probe until a connection is accepted; return the seconds since ``since`` (a
+        perf_counter reading, default now), or None if ``deadline`` passes first."""
+        start = time.perf_counter() if since is None else since
         while time.perf_counter() - start < deadline:
             if self.can_connect(host, port, source, probe_timeout):
                 return time.perf_counter() - start

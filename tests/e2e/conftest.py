@@ -72,12 +72,9 @@ class RunningDaemon:
                     if text in line:
                         return line
                 left = deadline - time.monotonic()
-                if left <= 0 or self.process.poll() is not None and not self._pending():
+                if left <= 0:
                     raise AssertionError(f"no log line with {text!r}; log so far:\n{self.log}")
                 self._changed.wait(min(left, 0.1))
-
-    def _pending(self) -> bool:
-        return False
 
     def mark(self) -> int:
         with self._changed:

@@ -7,9 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import knockgate_cli, need_tool
-
 from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
+from tests.e2e.conftest import knockgate_cli, need_tool
 
 DOOR = """
 [[door]]
