@@ -120,6 +120,7 @@ class Daemon:
                 log.info("removed nftables table inet knockgate")
             except KnockgateError as exc:
                 log.error("teardown: %s", exc)
+            self._nft.close()
 
     async def _run_pending_stop_commands(self) -> None:
         """Run stop commands now rather than never: the door must not stay open."""

@@ -1,7 +1,5 @@
-from ipaddress import ip_address
-
 from knockgate.config import parse_config
-from knockgate.core.ruleset import render_grant, render_ruleset, render_teardown
+from knockgate.core.ruleset import render_ruleset, render_teardown
 from knockgate.daemon import hidden_ports
 
 CONFIG = """
@@ -42,14 +40,6 @@ def test_ruleset_golden():
     config = parse_config(CONFIG)
     text = render_ruleset(config.doors, hidden_ports(config), ["ssh_v4", "old_v4"])
     assert text == GOLDEN
-
-
-def test_grant_refreshes_timeout_atomically():
-    assert render_grant("ssh", ip_address("fd00:201::2"), 1.5) == (
-        "add element inet knockgate ssh_v6 { fd00:201::2 }\n"
-        "delete element inet knockgate ssh_v6 { fd00:201::2 }\n"
-        "add element inet knockgate ssh_v6 { fd00:201::2 timeout 1500ms }\n"
-    )
 
 
 def test_teardown():

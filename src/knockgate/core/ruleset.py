@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from knockgate.model import Door, IPAddress, PortSpec
+from knockgate.model import Door, PortSpec
 
 TABLE = "knockgate"
 FAMILY = "inet"
@@ -79,18 +79,6 @@ def _rules(doors: list[Door], hidden: Iterable[PortSpec]) -> list[str]:
     for proto, ports in _ports_by_proto([*protected, *hidden]).items():
         rules.append(f"{proto} dport {_port_set(ports)} drop")
     return rules
-
-
-def render_grant(door: str, source: IPAddress, seconds: float) -> str:
-    """Add ``source`` to the door's set, or restart its timeout if it is already there."""
-    name = set_name(door, source.version)
-    element = f"add element {_TABLE_REF} {name} {{ {source} }}"
-    # add, delete, add in one transaction: always succeeds and always sets a fresh timeout.
-    return (
-        f"{element}\n"
-        f"delete element {_TABLE_REF} {name} {{ {source} }}\n"
-        f"add element {_TABLE_REF} {name} {{ {source} timeout {round(seconds * 1000)}ms }}\n"
-    )
 
 
 def render_teardown() -> str:

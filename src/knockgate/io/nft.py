@@ -6,8 +6,9 @@ import json
 import logging
 from typing import Any
 
-from knockgate.core.ruleset import FAMILY, TABLE, render_grant, render_ruleset, render_teardown
+from knockgate.core.ruleset import FAMILY, TABLE, render_ruleset, render_teardown, set_name
 from knockgate.errors import FirewallError
+from knockgate.io.nfnetlink import SetElementWriter
 from knockgate.model import Door, IPAddress, PortSpec
 
 log = logging.getLogger("knockgate.nft")
@@ -30,6 +31,7 @@ class Nftables:
     def __init__(self) -> None:
         self._ctx = _load_binding().Nftables()
         self._ctx.set_handle_output(False)
+        self._elements = SetElementWriter(TABLE)
 
     def run(self, commands: str) -> str:
         """Run ``commands`` as one atomic transaction."""
@@ -57,7 +59,10 @@ class Nftables:
         self.run(render_ruleset(doors, hidden, self.existing_sets()))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
-        self.run(render_grant(door, source, seconds))
+        self._elements.grant(set_name(door, source.version), source, round(seconds * 1000))
+
+    def close(self) -> None:
+        self._elements.close()
 
     def remove(self) -> None:
         rc, _, error = self._ctx.cmd(render_teardown())
