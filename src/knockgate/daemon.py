@@ -18,6 +18,7 @@ from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode
 from knockgate.core.engine import Engine
+from knockgate.core.ratelimit import LogBudget
 from knockgate.errors import KnockgateError
 from knockgate.io.bpf import port_filter
 from knockgate.io.capture import Capture
@@ -29,6 +30,9 @@ from knockgate.model import Decision, Door, IPAddress, Open, PortSpec, Progress,
 
 log = logging.getLogger("knockgate")
 _SHUTDOWN_COMMAND_BUDGET = 0.5
+# Each knock and reset is logged, but a flood of them must not become a flood of log lines.
+_STAGE_LOGS_PER_SECOND = 50.0
+_STAGE_LOG_BURST = 200
 
 
 def hidden_ports(config: Config) -> list[PortSpec]:
@@ -69,6 +73,7 @@ class Daemon:
         self._addresses: LocalAddresses | None = None
         self._running: _Running | None = None
         self._batch_started = 0.0
+        self._stage_log = LogBudget(rate=_STAGE_LOGS_PER_SECOND, burst=_STAGE_LOG_BURST)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -183,9 +188,15 @@ class Daemon:
             if packet is None or packet.dst not in addresses:
                 continue
             for decision in running.engine.handle(packet, now):
-                self._act(decision, running)
+                self._act(decision, running, now)
 
-    def _act(self, decision: Decision, running: _Running) -> None:
+    def _act(self, decision: Decision, running: _Running, now: float) -> None:
+        if isinstance(decision, Progress | Reset) and not self._stage_log.allow(now):
+            return
+        suppressed = self._stage_log.take_suppressed()
+        if suppressed:
+            log.warning("%d knock and reset messages suppressed (more than %g per second)",
+                        suppressed, self._stage_log.rate)
         if isinstance(decision, Progress):
             log.info("door %s: %s knock %d/%d", decision.door, decision.source, decision.step,
                      decision.total)
