@@ -6,8 +6,8 @@ def test_burst_then_rate():
     assert [budget.allow(100.0) for _ in range(5)] == [True, True, True, False, False]
     assert budget.take_suppressed() == 2
     assert budget.take_suppressed() == 0
-    assert budget.allow(100.1)  # 0.1 s at 10/s earns one token
-    assert not budget.allow(100.1)
+    assert budget.allow(100.125)  # 0.125 s at 10/s earns one token
+    assert not budget.allow(100.125)
 
 
 def test_tokens_never_exceed_burst():
