@@ -5,7 +5,7 @@ from ipaddress import ip_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knockgate.io.nfnetlink import acknowledgement_errors, grant_batch
+from knockgate.io.nfnetlink import acknowledgement_errors, concat_key, grant_batch
 
 
 def messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
@@ -19,7 +19,7 @@ def messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
 
 def test_grant_batch_is_begin_add_delete_add_end():
     batch, expected = grant_batch(itertools.count(100), "knockgate", "ssh_v4",
-                                  ip_address("10.201.0.2"), 30000)
+                                  [ip_address("10.201.0.2").packed], 30000)
     parsed = messages(batch)
     assert [kind for kind, *_ in parsed] == [0x10, (10 << 8) | 12, (10 << 8) | 14,
                                             (10 << 8) | 12, 0x11]
@@ -35,8 +35,21 @@ def test_grant_batch_is_begin_add_delete_add_end():
 
 def test_ipv6_key_is_sixteen_bytes():
     batch, _ = grant_batch(itertools.count(), "knockgate", "ssh_v6",
-                           ip_address("fd00:201::2"), 1500)
+                           [ip_address("fd00:201::2").packed], 1500)
     assert ip_address("fd00:201::2").packed in batch
+
+
+def test_concatenated_keys_pad_every_field_to_four_bytes():
+    assert concat_key(ip_address("10.0.0.1"), "tcp", 22) == bytes(
+        [10, 0, 0, 1, 6, 0, 0, 0, 0, 22, 0, 0])
+    assert len(concat_key(ip_address("fd00::1"), "udp", 1194)) == 24
+
+
+def test_one_transaction_for_several_ports():
+    keys = [concat_key(ip_address("10.0.0.1"), "tcp", port) for port in (22, 443)]
+    batch, expected = grant_batch(itertools.count(), "knockgate", "spa_v4", keys, 1000)
+    assert len(expected) == 6
+    assert len(messages(batch)) == 8
 
 
 def ack(seq: int, code: int) -> bytes:

@@ -1,6 +1,7 @@
 from knockgate.config import parse_config
 from knockgate.core.ruleset import render_ruleset, render_teardown
 from knockgate.daemon import hidden_ports
+from knockgate.model import PortSpec
 
 CONFIG = """
 [[door]]
@@ -44,3 +45,18 @@ def test_ruleset_golden():
 
 def test_teardown():
     assert render_teardown() == "delete table inet knockgate\n"
+
+
+def test_port_grant_sets_and_rules():
+    config = parse_config('[[door]]\nname="ssh"\nsequence=["tcp:1","tcp:2"]\nopen=["tcp:22"]\n')
+    text = render_ruleset(config.doors, [], ["_ports_v4", "_ports_v6"],
+                          [PortSpec("udp", 1194), PortSpec("tcp", 22)])
+    lines = text.splitlines()
+    assert "add set inet knockgate _ports_v4 { type ipv4_addr . inet_proto . inet_service; " \
+           "flags timeout; }" in lines
+    assert "add rule inet knockgate input ip saddr . meta l4proto . th dport @_ports_v4 accept" \
+        in lines
+    assert "add rule inet knockgate input udp dport { 1194 } drop" in lines
+    assert not any(line.startswith("delete set") for line in lines)
+    without = render_ruleset(config.doors, [], ["_ports_v4", "_ports_v6"], [])
+    assert "delete set inet knockgate _ports_v4" in without.splitlines()

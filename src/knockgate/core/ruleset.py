@@ -16,10 +16,17 @@ TABLE = "knockgate"
 FAMILY = "inet"
 CHAIN = "input"
 _TABLE_REF = f"{FAMILY} {TABLE}"
+# Per-port grants (SPA asks for exact ports): one set of address . protocol . port per version.
+# A leading '_' keeps the name clear of door names, which must start with a letter.
+_PORT_GRANTS = "_ports"
 
 
 def set_name(door: str, version: int) -> str:
     return f"{door}_v{version}"
+
+
+def port_set_name(version: int) -> str:
+    return f"{_PORT_GRANTS}_v{version}"
 
 
 def door_sets(doors: Iterable[Door]) -> set[str]:
@@ -41,14 +48,16 @@ def render_ruleset(
     doors: Iterable[Door],
     hidden: Iterable[PortSpec] = (),
     existing_sets: Iterable[str] = (),
+    port_grants: Iterable[PortSpec] = (),
 ) -> str:
     """One transaction that creates or updates the table in place.
 
-    Sets that already exist keep their elements, so a reload or restart keeps live grants;
-    sets of doors that are gone are deleted.
+    ``port_grants`` are the ports that per-port grants (SPA) may open. Sets that already exist
+    keep their elements, so a reload or restart keeps live grants; sets of doors that are gone
+    are deleted.
     """
-    doors = list(doors)
-    wanted = door_sets(doors)
+    doors, port_grants = list(doors), sorted(set(port_grants), key=lambda s: (s.proto, s.port))
+    wanted = door_sets(doors) | ({port_set_name(4), port_set_name(6)} if port_grants else set())
     commands = [
         f"add table {_TABLE_REF}",
         f"add chain {_TABLE_REF} {CHAIN} "
@@ -61,13 +70,26 @@ def render_ruleset(
                 f"add set {_TABLE_REF} {set_name(door.name, version)} "
                 f"{{ type {kind}; flags timeout; }}"
             )
-    commands += [f"delete set {_TABLE_REF} {name}" for name in sorted(set(existing_sets) - wanted)]
-    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}" for rule in _rules(doors, hidden)]
+    if port_grants:
+        for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            commands.append(
+                f"add set {_TABLE_REF} {port_set_name(version)} "
+                f"{{ type {kind} . inet_proto . inet_service; flags timeout; }}"
+            )
+    commands += [f"delete set {_TABLE_REF} {name}"
+                 for name in sorted(set(existing_sets) - wanted)]
+    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}"
+                 for rule in _rules(doors, hidden, port_grants)]
     return "\n".join(commands) + "\n"
 
 
-def _rules(doors: list[Door], hidden: Iterable[PortSpec]) -> list[str]:
+def _rules(doors: list[Door], hidden: Iterable[PortSpec],
+           port_grants: list[PortSpec]) -> list[str]:
     rules = ['iif "lo" accept', "ct state established,related accept"]
+    if port_grants:
+        for version, family in ((4, "ip"), (6, "ip6")):
+            rules.append(f"{family} saddr . meta l4proto . th dport @{port_set_name(version)} "
+                         "accept")
     for door in doors:
         for proto, ports in _ports_by_proto(door.open).items():
             for version, family in ((4, "ip"), (6, "ip6")):
@@ -75,7 +97,7 @@ def _rules(doors: list[Door], hidden: Iterable[PortSpec]) -> list[str]:
                     f"{proto} dport {_port_set(ports)} {family} saddr "
                     f"@{set_name(door.name, version)} accept"
                 )
-    protected = [spec for door in doors for spec in door.open]
+    protected = [spec for door in doors for spec in door.open] + port_grants
     for proto, ports in _ports_by_proto([*protected, *hidden]).items():
         rules.append(f"{proto} dport {_port_set(ports)} drop")
     return rules

@@ -34,6 +34,7 @@ _NFTA_LIST_ELEM = 1
 _NFTA_SET_ELEM_KEY = 1
 _NFTA_SET_ELEM_TIMEOUT = 4
 _NFTA_DATA_VALUE = 1
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 _HEADER = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 
@@ -52,9 +53,9 @@ def _message(kind: int, flags: int, seq: int, family: int, res_id: int, body: by
     return _HEADER.pack(_HEADER.size + len(payload), kind, flags, seq, 0) + payload
 
 
-def _element_message(kind: int, seq: int, table: str, set_name: str, address: IPAddress,
+def _element_message(kind: int, seq: int, table: str, set_name: str, key: bytes,
                      timeout_ms: int | None) -> bytes:
-    element = [_nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, address.packed))]
+    element = [_nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, key))]
     if timeout_ms is not None:
         element.append(_attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)))
     body = (
@@ -66,18 +67,24 @@ def _element_message(kind: int, seq: int, table: str, set_name: str, address: IP
     return _message((_NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, _NFPROTO_INET, 0, body)
 
 
-def grant_batch(seq: itertools.count[int], table: str, set_name: str, address: IPAddress,
+def concat_key(address: IPAddress, proto: str, port: int) -> bytes:
+    """Key of an ``addr . inet_proto . inet_service`` element; each field padded to 4 bytes."""
+    return address.packed + bytes([_PROTO_NUMBERS[proto], 0, 0, 0]) + struct.pack("!HH", port, 0)
+
+
+def grant_batch(seq: itertools.count[int], table: str, set_name: str, keys: list[bytes],
                 timeout_ms: int) -> tuple[bytes, list[int]]:
-    """Bytes of one transaction that (re)adds ``address`` with a fresh timeout, and the
+    """Bytes of one transaction that (re)adds every key with a fresh timeout, and the
     sequence numbers whose acknowledgements to expect."""
     begin = _message(_NFNL_MSG_BATCH_BEGIN, _NLM_F_REQUEST, next(seq), socket.AF_UNSPEC,
                      socket.htons(_NFNL_SUBSYS_NFTABLES), b"")
     # add, delete, add: succeeds whether or not the element exists, and restarts its timeout.
-    steps = [(_NFT_MSG_NEWSETELEM, None), (_NFT_MSG_DELSETELEM, None),
-             (_NFT_MSG_NEWSETELEM, timeout_ms)]
+    steps = [(kind, key, timeout) for key in keys for kind, timeout in (
+        (_NFT_MSG_NEWSETELEM, None), (_NFT_MSG_DELSETELEM, None),
+        (_NFT_MSG_NEWSETELEM, timeout_ms))]
     numbers = [next(seq) for _ in steps]
-    body = b"".join(_element_message(kind, n, table, set_name, address, timeout)
-                    for (kind, timeout), n in zip(steps, numbers, strict=True))
+    body = b"".join(_element_message(kind, n, table, set_name, key, timeout)
+                    for (kind, key, timeout), n in zip(steps, numbers, strict=True))
     end = _message(_NFNL_MSG_BATCH_END, _NLM_F_REQUEST, next(seq), socket.AF_UNSPEC,
                    socket.htons(_NFNL_SUBSYS_NFTABLES), b"")
     return begin + body + end, numbers
@@ -110,8 +117,8 @@ class SetElementWriter:
             raise FirewallError(f"cannot open an nfnetlink socket: {exc}") from exc
         self._sock.settimeout(2.0)
 
-    def grant(self, set_name: str, address: IPAddress, timeout_ms: int) -> None:
-        batch, expected = grant_batch(self._seq, self._table, set_name, address, timeout_ms)
+    def grant(self, set_name: str, keys: list[bytes], timeout_ms: int) -> None:
+        batch, expected = grant_batch(self._seq, self._table, set_name, keys, timeout_ms)
         try:
             self._sock.send(batch)
             errors = self._collect(set(expected))

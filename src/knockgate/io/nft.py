@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
-from knockgate.core.ruleset import FAMILY, TABLE, render_ruleset, render_teardown, set_name
+from knockgate.core.ruleset import (
+    FAMILY,
+    TABLE,
+    port_set_name,
+    render_ruleset,
+    render_teardown,
+    set_name,
+)
 from knockgate.errors import FirewallError
-from knockgate.io.nfnetlink import SetElementWriter
+from knockgate.io.nfnetlink import SetElementWriter, concat_key
 from knockgate.model import Door, IPAddress, PortSpec
 
 log = logging.getLogger("knockgate.nft")
@@ -55,11 +63,18 @@ class Nftables:
             if "set" in item and item["set"].get("table") == TABLE
         }
 
-    def install(self, doors: list[Door], hidden: list[PortSpec]) -> None:
-        self.run(render_ruleset(doors, hidden, self.existing_sets()))
+    def install(self, doors: list[Door], hidden: list[PortSpec],
+                port_grants: list[PortSpec] | None = None) -> None:
+        self.run(render_ruleset(doors, hidden, self.existing_sets(), port_grants or []))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
-        self._elements.grant(set_name(door, source.version), source, round(seconds * 1000))
+        self._elements.grant(set_name(door, source.version), [source.packed],
+                             round(seconds * 1000))
+
+    def grant_ports(self, source: IPAddress, ports: Iterable[PortSpec], seconds: float) -> None:
+        """Open exactly ``ports`` for ``source`` (an SPA grant), in one transaction."""
+        keys = [concat_key(source, spec.proto, spec.port) for spec in ports]
+        self._elements.grant(port_set_name(source.version), keys, round(seconds * 1000))
 
     def close(self) -> None:
         self._elements.close()
