@@ -79,7 +79,7 @@ def main() -> int:
         log = Path(folder, "log")
         with log.open("wb") as sink:
             bed.knockgate(bed.server, "serve", "--config", str(config), stderr=sink)
-            while "serving door" not in log.read_text():
+            while "ready, watching" not in log.read_text():
                 time.sleep(0.05)
             with inside(bed.client):
                 for source in sources:

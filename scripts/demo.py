@@ -33,7 +33,7 @@ def state(bed: TestBed, source: str | None = None) -> str:
 
 def wait_for_ready(log: Path) -> None:
     deadline = time.monotonic() + 10
-    while "serving door" not in log.read_text():
+    while "ready, watching" not in log.read_text():
         if time.monotonic() > deadline:
             raise SystemExit(f"daemon did not start:\n{log.read_text()}")
         time.sleep(0.05)

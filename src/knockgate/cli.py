@@ -6,14 +6,16 @@ import argparse
 import enum
 import logging
 import logging.handlers
+import os
 import socket
 import sys
 from collections.abc import Sequence
 
 from knockgate import __version__
-from knockgate.config import DEFAULT_PATH, describe, load_config
+from knockgate.config import DEFAULT_PATH, DEFAULT_SPA_PORT, describe, load_config
 from knockgate.core.frames import parse_frame
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
+from knockgate.profiles import DEFAULT_PROFILES
 
 
 class ExitCode(enum.IntEnum):
@@ -53,7 +55,29 @@ def _parser() -> argparse.ArgumentParser:
     family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
 
     commands.add_parser("interfaces", help="list the interfaces knockgate can watch")
+    commands.add_parser("keygen", help="print a new SPA secret (base64 of 32 random bytes)")
+    _add_open_parser(commands)
     return parser
+
+
+def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    spa = commands.add_parser("open", help="send a single packet authorization (SPA) packet")
+    spa.add_argument("host", help="server address or name, or a profile from --profiles")
+    spa.add_argument("--key-name", help="the key's name in the server's [[spa.key]]")
+    secret = spa.add_mutually_exclusive_group()
+    secret.add_argument("--secret", help="base64 secret (prefer --secret-file)")
+    secret.add_argument("--secret-file", help="file holding the base64 secret")
+    spa.add_argument("--open", action="append", default=[], metavar="PROTO:PORT",
+                     help="port to open, e.g. tcp:22 (repeatable)")
+    spa.add_argument("--action", type=int, help="action code to run instead of opening ports")
+    spa.add_argument("--allow-ip", help="address to open instead of this packet's source (NAT)")
+    spa.add_argument("--port", type=int, help=f"server's SPA port (default {DEFAULT_SPA_PORT})")
+    spa.add_argument("--profiles", default=DEFAULT_PROFILES, help=f"default {DEFAULT_PROFILES}")
+    spa.add_argument("--time-offset", type=float, default=0.0, metavar="SECONDS",
+                     help="shift the packet's timestamp (testing clock skew)")
+    family = spa.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
+    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
 
 
 def _setup_logging(use_syslog: bool, verbose: bool) -> None:
@@ -99,7 +123,20 @@ def _interfaces(_: argparse.Namespace) -> None:
         print(f"{index:>4}  {name}{note}")
 
 
-_COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces}
+def _keygen(_: argparse.Namespace) -> None:
+    from knockgate.core.spa import SECRET_SIZE, generate_secret
+
+    print(generate_secret(os.urandom(SECRET_SIZE)))
+
+
+def _open(args: argparse.Namespace) -> None:
+    from knockgate.spa_client import send_open
+
+    send_open(args)
+
+
+_COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces,
+             "keygen": _keygen, "open": _open}
 _CODES: list[tuple[type[KnockgateError], ExitCode]] = [
     (FirewallError, ExitCode.FIREWALL),
     (CaptureError, ExitCode.CAPTURE),

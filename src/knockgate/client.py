@@ -106,3 +106,8 @@ def knock(address: IPAddress, frames: Sequence[Frame], delay_ms: float = 0) -> N
         if index and delay_ms:
             time.sleep(delay_ms / 1000)
         send_frame(address, frame)
+
+
+def send_datagram(address: IPAddress, port: int, payload: bytes) -> None:
+    with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
+        sock.sendto(payload, (str(address), port))

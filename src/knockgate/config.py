@@ -3,29 +3,52 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from knockgate.core.engine import DEFAULT_MAX_PENDING
 from knockgate.core.frames import format_frame, parse_frame, parse_port_spec
+from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
 from knockgate.model import Door, Frame, PortSpec
 
 DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
+DEFAULT_STATE_DIR = "/var/lib/knockgate"
+DEFAULT_SPA_PORT = 62201
+IPNetwork = IPv4Network | IPv6Network
 MAX_SEQUENCE = 32
 MAX_OPEN_FOR = 7 * 24 * 3600
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-_PLACEHOLDERS = frozenset({"ip", "door"})
+_PLACEHOLDERS = frozenset({"ip", "door", "key"})
 
 _DAEMON_KEYS = {
     "interfaces": "network interfaces to watch (default: every non-loopback one)",
     "max_pending": "how many sources may be mid-sequence per door",
     "command_timeout": "seconds a command may run before it is killed",
     "hide_knock_ports": "drop packets to knock ports so they look like any closed port",
+    "state_dir": "where the SPA replay cache lives (default /var/lib/knockgate)",
+}
+_SPA_KEYS = {
+    "port": "UDP port SPA packets are sent to (default 62201)",
+    "max_age": "seconds a packet stays valid, the allowed clock skew (default 60)",
+    "key": "the [[spa.key]] tables, one per user",
+}
+_SPA_KEY_KEYS = {
+    "name": "the key's name, which the client sends as --key-name",
+    "secret": "base64 of 32 bytes, from 'knockgate keygen'",
+    "secret_file": "a file holding the base64 secret, readable by root only",
+    "open": "ports this key may open, e.g. ['tcp:22']",
+    "open_for": "seconds new connections are accepted",
+    "actions": "action codes this key may ask for, e.g. { 21 = ['/usr/bin/x', '{ip}'] }",
+    "sources": "networks the packet may come from, e.g. ['192.0.2.0/24']",
+    "allow_nat": "let the packet name another address than its source (clients behind NAT)",
 }
 _DOOR_KEYS = {
     "name": "a short identifier, e.g. 'ssh'",
@@ -45,6 +68,30 @@ class DaemonOptions:
     max_pending: int = DEFAULT_MAX_PENDING
     command_timeout: float = 10.0
     hide_knock_ports: bool = True
+    state_dir: str = DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class SpaKeyConfig:
+    """One SPA user: the key and what it may do."""
+
+    key: SpaKey
+    open: tuple[PortSpec, ...]
+    open_for: float
+    actions: Mapping[int, tuple[str, ...]]
+    sources: tuple[IPNetwork, ...]
+    allow_nat: bool
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpaConfig:
+    port: int
+    max_age: float
+    keys: tuple[SpaKeyConfig, ...]
+
+    def by_name(self) -> dict[str, SpaKeyConfig]:
+        return {entry.key.name: entry for entry in self.keys}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +99,7 @@ class Config:
     path: str
     doors: tuple[Door, ...]
     options: DaemonOptions
+    spa: SpaConfig | None = None
 
 
 class _Lines:
@@ -114,7 +162,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         raise _toml_error(exc, path, text) from exc
     lines = _Lines(text)
     top = _Where(path, lines, "")
-    _reject_unknown(data, {"daemon": "daemon options", "door": "a [[door]] table"}, top)
+    _reject_unknown(data, {"daemon": "daemon options", "door": "a [[door]] table",
+                           "spa": "single packet authorization"}, top)
     options = _parse_options(data.get("daemon", {}), _Where(path, lines, "daemon"))
     raw_doors = data.get("door", [])
     if not isinstance(raw_doors, list):
@@ -122,11 +171,15 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     doors = tuple(
         _parse_door(raw, _Where(path, lines, "door", index)) for index, raw in enumerate(raw_doors)
     )
-    if not doors:
-        raise ConfigError("no door is configured", path=path,
-                          hint="add a [[door]] table with name, sequence and open")
+    spa = _parse_spa(data["spa"], path, lines) if "spa" in data else None
+    if not doors and spa is None:
+        raise ConfigError("no door and no SPA key is configured", path=path,
+                          hint="add a [[door]] table with name, sequence and open, "
+                          "or an [[spa.key]]")
     _check_doors_together(doors, path)
-    return Config(path=path, doors=doors, options=options)
+    if spa is not None:
+        _check_spa_port(spa, doors, path, lines)
+    return Config(path=path, doors=doors, options=options, spa=spa)
 
 
 def _toml_error(exc: tomllib.TOMLDecodeError, path: str, text: str) -> ConfigError:
@@ -161,7 +214,15 @@ def _parse_options(raw: Any, where: _Where) -> DaemonOptions:
         max_pending=_number(raw, "max_pending", DEFAULT_MAX_PENDING, where, 1, 10_000_000, int),
         command_timeout=_number(raw, "command_timeout", 10.0, where, 0.1, 3600),
         hide_knock_ports=_boolean(raw, "hide_knock_ports", True, where),
+        state_dir=_absolute_path(raw, "state_dir", DEFAULT_STATE_DIR, where),
     )
+
+
+def _absolute_path(raw: Mapping[str, Any], key: str, default: str, where: _Where) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise where.error(key, f"{key} must be an absolute path", f"e.g. {key} = {default!r}")
+    return value
 
 
 def _parse_door(raw: Any, where: _Where) -> Door:
@@ -196,12 +257,13 @@ def _parse_door(raw: Any, where: _Where) -> Door:
 
 
 def _parse_items(raw: Mapping[str, Any], key: str, where: _Where,
-                 parse: Callable[[str], Any], required: bool) -> list[Any]:
+                 parse: Callable[[str], Any], required: bool,
+                 keys: Mapping[str, str] = _DOOR_KEYS) -> list[Any]:
     items = raw.get(key, [])
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise where.error(key, f"{key} must be a list of strings", _DOOR_KEYS[key])
+        raise where.error(key, f"{key} must be a list of strings", keys[key])
     if required and not items:
-        raise where.error(key, f"{key} is missing or empty", _DOOR_KEYS[key])
+        raise where.error(key, f"{key} is missing or empty", keys[key])
     parsed = []
     for item in items:
         try:
@@ -217,7 +279,8 @@ def _argv(raw: Mapping[str, Any], key: str, where: _Where) -> tuple[str, ...]:
         raise where.error(key, f"{key} is a string; commands are argv lists, never run by a shell",
                           f"write {key} = {value.split()!r}")
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
-        raise where.error(key, f"{key} must be a list of non-empty strings", _DOOR_KEYS[key])
+        raise where.error(key, f"{key} must be a list of non-empty strings",
+                          "e.g. ['/usr/bin/logger', 'opened for {ip}']")
     for arg in value:
         _check_placeholders(arg, key, where)
     if value and not value[0].startswith("/"):
@@ -234,7 +297,7 @@ def _check_placeholders(arg: str, key: str, where: _Where) -> None:
     for field in fields:
         if field not in _PLACEHOLDERS:
             raise where.error(key, f"{key}: unknown placeholder {{{field}}} in {arg!r}",
-                              "use {ip} or {door}; write '{{' for a literal brace")
+                              "use {ip}, {door} or {key}; write '{{' for a literal brace")
 
 
 def _number(raw: Mapping[str, Any], key: str, default: float, where: _Where,
@@ -291,6 +354,123 @@ def _check_ports_disjoint(doors: tuple[Door, ...], path: str) -> None:
                 )
 
 
+def _parse_spa(raw: Any, path: str, lines: _Lines) -> SpaConfig:
+    where = _Where(path, lines, "spa")
+    if not isinstance(raw, dict):
+        raise where.error(None, "[spa] must be a table")
+    _reject_unknown(raw, _SPA_KEYS, where)
+    raw_keys = raw.get("key", [])
+    if not isinstance(raw_keys, list) or not raw_keys:
+        raise where.error("key", "[spa] has no [[spa.key]]", "add one per user, with name, "
+                          "secret_file and open")
+    keys = tuple(_parse_spa_key(entry, _Where(path, lines, "spa.key", index))
+                 for index, entry in enumerate(raw_keys))
+    try:
+        make_keyring(entry.key for entry in keys)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, path=path, line=lines.of("spa.key", 0), hint=exc.hint) \
+            from exc
+    return SpaConfig(
+        port=_number(raw, "port", DEFAULT_SPA_PORT, where, 1, 65535, int),
+        max_age=_number(raw, "max_age", 60.0, where, 1, 3600),
+        keys=keys,
+    )
+
+
+def _parse_spa_key(raw: Any, where: _Where) -> SpaKeyConfig:
+    if not isinstance(raw, dict):
+        raise where.error(None, "each SPA key must be a table", "write [[spa.key]]")
+    _reject_unknown(raw, _SPA_KEY_KEYS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise where.error("name", f"SPA key name {name!r} is missing or invalid",
+                          "a letter then up to 31 letters, digits or '_', e.g. 'alice'")
+    opens = tuple(_parse_items(raw, "open", where, parse_port_spec, required=False,
+                               keys=_SPA_KEY_KEYS))
+    actions = _parse_actions(raw, where)
+    if not opens and not actions:
+        raise where.error(None, f"SPA key {name!r} may neither open ports nor run actions",
+                          "add open = ['tcp:22'] or actions = { 21 = [...] }")
+    try:
+        key = SpaKey(name, _read_secret(raw, where))
+    except ValueError as exc:
+        raise where.error("secret", str(exc), "generate one with 'knockgate keygen'") from exc
+    return SpaKeyConfig(
+        key=key, open=opens,
+        open_for=_number(raw, "open_for", 30.0, where, 1, MAX_OPEN_FOR),
+        actions=actions, sources=_parse_sources(raw, where),
+        allow_nat=_boolean(raw, "allow_nat", False, where),
+        line=where.lines.of(where.table, where.index) or 0,
+    )
+
+
+def _read_secret(raw: Mapping[str, Any], where: _Where) -> bytes:
+    if ("secret" in raw) == ("secret_file" in raw):
+        raise where.error(None, "give exactly one of secret and secret_file",
+                          "secret_file = '/etc/knockgate/NAME.key' keeps it out of this file")
+    if "secret" in raw:
+        text, key = raw["secret"], "secret"
+    else:
+        key = "secret_file"
+        text = _read_secret_file(raw["secret_file"], where)
+    if not isinstance(text, str):
+        raise where.error(key, f"{key} must be a string")
+    try:
+        return decode_secret(text)
+    except ConfigError as exc:
+        raise where.error(key, exc.reason, exc.hint) from exc
+
+
+def _read_secret_file(file: Any, where: _Where) -> str:
+    if not isinstance(file, str) or not file.startswith("/"):
+        raise where.error("secret_file", "secret_file must be an absolute path")
+    try:
+        with open(file, encoding="ascii") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise where.error("secret_file", f"cannot read secret_file {file}: {exc}",
+                          "the file holds one base64 line from 'knockgate keygen'") from exc
+    if mode & 0o077:
+        raise where.error("secret_file", f"secret_file {file} is readable or writable by others "
+                          f"(mode {stat.filemode(mode)})", f"chmod 600 {file}")
+    return text
+
+
+def _parse_actions(raw: Mapping[str, Any], where: _Where) -> dict[int, tuple[str, ...]]:
+    table = raw.get("actions", {})
+    if not isinstance(table, dict):
+        raise where.error("actions", "actions must be a table", _SPA_KEY_KEYS["actions"])
+    actions: dict[int, tuple[str, ...]] = {}
+    for code_text, argv in table.items():
+        if not code_text.isdigit() or not 1 <= int(code_text) <= MAX_ACTION:
+            raise where.error("actions", f"action code {code_text!r} is not 1..{MAX_ACTION}",
+                              _SPA_KEY_KEYS["actions"])
+        actions[int(code_text)] = _argv({"actions": argv}, "actions", where)
+    return actions
+
+
+def _parse_sources(raw: Mapping[str, Any], where: _Where) -> tuple[IPNetwork, ...]:
+    items = raw.get("sources", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise where.error("sources", "sources must be a list of networks",
+                          _SPA_KEY_KEYS["sources"])
+    try:
+        return tuple(ip_network(item, strict=False) for item in items)
+    except ValueError as exc:
+        raise where.error("sources", str(exc), _SPA_KEY_KEYS["sources"]) from exc
+
+
+def _check_spa_port(spa: SpaConfig, doors: tuple[Door, ...], path: str, lines: _Lines) -> None:
+    used = {(f.proto, f.port) for door in doors for f in door.sequence}
+    used |= {(s.proto, s.port) for door in doors for s in door.open}
+    used |= {(s.proto, s.port) for entry in spa.keys for s in entry.open}
+    if ("udp", spa.port) in used:
+        raise ConfigError(f"the SPA port udp:{spa.port} is also a knock or protected port",
+                          path=path, line=lines.of("spa", 0, "port") or lines.of("spa"),
+                          hint="choose another [spa] port")
+
+
 def describe(config: Config) -> list[str]:
     """Human-readable summary for `knockgate check`."""
     lines = []
@@ -303,6 +483,15 @@ def describe(config: Config) -> list[str]:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:
             lines.append(f"  then after {door.command_delay:g}s {list(door.stop_command)}")
+    if config.spa is not None:
+        lines.append(f"spa on udp:{config.spa.port}, packets valid for {config.spa.max_age:g}s")
+        for entry in config.spa.keys:
+            opens = ", ".join(str(p) for p in entry.open) or "nothing"
+            lines.append(f"  key {entry.key.name} (line {entry.line}): may open {opens} for "
+                         f"{entry.open_for:g}s" + (f", actions {sorted(entry.actions)}"
+                                                   if entry.actions else "")
+                         + (f", from {', '.join(map(str, entry.sources))}" if entry.sources
+                            else "") + (", NAT allowed" if entry.allow_nat else ""))
     return lines
 
 

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 
 from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
@@ -26,20 +27,41 @@ from knockgate.io.commands import run_command
 from knockgate.io.netlink import LocalAddresses
 from knockgate.io.nft import Nftables
 from knockgate.io.notify import notify
-from knockgate.model import Decision, Door, IPAddress, Open, PortSpec, Progress, Reset
+from knockgate.io.store import SqliteReplayStore
+from knockgate.model import Decision, Door, IPAddress, Open, Packet, PortSpec, Progress, Reset
+from knockgate.spa_service import SpaService
 
 log = logging.getLogger("knockgate")
 _SHUTDOWN_COMMAND_BUDGET = 0.5
+_PRUNE_EVERY = 60.0
 # Each knock and reset is logged, but a flood of them must not become a flood of log lines.
 _STAGE_LOGS_PER_SECOND = 50.0
 _STAGE_LOG_BURST = 200
 
 
 def hidden_ports(config: Config) -> list[PortSpec]:
+    """Knock and SPA ports, dropped so they look like every other closed port."""
     if not config.options.hide_knock_ports:
         return []
-    return sorted({PortSpec(f.proto, f.port) for d in config.doors for f in d.sequence},
+    ports = {PortSpec(f.proto, f.port) for d in config.doors for f in d.sequence}
+    if config.spa is not None:
+        ports.add(PortSpec("udp", config.spa.port))
+    return sorted(ports, key=lambda s: (s.proto, s.port))
+
+
+def spa_ports(config: Config) -> list[PortSpec]:
+    """Every port an SPA key may open: the per-port grant sets guard these."""
+    if config.spa is None:
+        return []
+    return sorted({spec for entry in config.spa.keys for spec in entry.open},
                   key=lambda s: (s.proto, s.port))
+
+
+def watched_ports(config: Config, engine: Engine) -> set[tuple[str, int]]:
+    ports = set(engine.watched_ports())
+    if config.spa is not None:
+        ports.add(("udp", config.spa.port))
+    return ports
 
 
 @dataclass(frozen=True)
@@ -57,14 +79,18 @@ class _Running:
     engine: Engine
     capture: Capture
     doors: dict[str, Door]
+    spa: SpaService | None
 
 
 class Daemon:
     def __init__(self, config: Config, interfaces: tuple[str, ...] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self._first_config = config
         self._interface_override = interfaces
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._store: SqliteReplayStore | None = None
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
         self._pending_stops: dict[int, _PendingStop] = {}
@@ -83,13 +109,16 @@ class Daemon:
             self._nft = Nftables()
             self._addresses = LocalAddresses()
             self._running = self._prepare(self._first_config)
-            self._nft.install(list(self._first_config.doors), hidden_ports(self._first_config))
+            self._install(self._first_config)
             self._watch(self._running)
+            self._schedule_prune()
             loop.add_reader(self._addresses.fileno(), self._on_address_change)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stop, signum)
             loop.add_signal_handler(signal.SIGHUP, self._reload)
             self._log_doors(self._running.config, "serving")
+            interfaces = self._interface_override or self._first_config.options.interfaces
+            log.info("ready, watching %s", ", ".join(interfaces) or "every interface but lo")
             notify("READY=1")
             await self._stopping.wait()
         finally:
@@ -97,9 +126,29 @@ class Daemon:
 
     def _prepare(self, config: Config) -> _Running:
         engine = Engine(config.doors, config.options.max_pending)
+        spa = None
+        if config.spa is not None:
+            spa = SpaService(config.spa, self._replay_store(config.options.state_dir),
+                             self._wall_clock())
         interfaces = self._interface_override or config.options.interfaces
-        capture = Capture(port_filter(engine.watched_ports()), interfaces)
-        return _Running(config, engine, capture, {d.name: d for d in config.doors})
+        capture = Capture(port_filter(watched_ports(config, engine)), interfaces)
+        return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa)
+
+    def _replay_store(self, state_dir: str) -> SqliteReplayStore:
+        """The store is kept across reloads unless state_dir changes."""
+        if self._store is None or self._store.path.parent != Path(state_dir):
+            self._store = SqliteReplayStore(state_dir)
+        return self._store
+
+    def _install(self, config: Config) -> None:
+        assert self._nft is not None
+        self._nft.install(list(config.doors), hidden_ports(config), spa_ports(config))
+
+    def _schedule_prune(self) -> None:
+        running = self._running
+        if running is not None and running.spa is not None:
+            running.spa.prune(self._wall_clock())
+        asyncio.get_running_loop().call_later(_PRUNE_EVERY, self._schedule_prune)
 
     def _watch(self, running: _Running) -> None:
         asyncio.get_running_loop().add_reader(running.capture.fileno(), self._on_packets)
@@ -126,6 +175,8 @@ class Daemon:
             except KnockgateError as exc:
                 log.error("teardown: %s", exc)
             self._nft.close()
+        if self._store is not None:
+            self._store.close()
 
     async def _run_pending_stop_commands(self) -> None:
         """Run stop commands now rather than never: the door must not stay open."""
@@ -152,7 +203,7 @@ class Daemon:
             notify("READY=1")
             return
         try:
-            self._nft.install(list(config.doors), hidden_ports(config))
+            self._install(config)
         except KnockgateError as exc:
             fresh.capture.close()
             log.error("reload failed, still serving the previous configuration: %s", exc)
@@ -183,12 +234,36 @@ class Daemon:
         except OSError as exc:
             log.error("capture read failed: %s", exc)
             return
+        spa_port = running.config.spa.port if running.config.spa is not None else None
         for data, _interface in batch:
             packet = decode(data)
             if packet is None or packet.dst not in addresses:
                 continue
+            if packet.dport == spa_port and packet.proto == "udp" and running.spa is not None:
+                self._on_spa(running.spa, packet)
+                continue
             for decision in running.engine.handle(packet, now):
                 self._act(decision, running, now)
+
+    def _on_spa(self, spa: SpaService, packet: Packet) -> None:
+        grant = spa.handle(packet, self._wall_clock())
+        if grant is None:
+            return
+        assert self._nft is not None
+        if grant.ports:
+            try:
+                self._nft.grant_ports(grant.target, grant.ports, grant.open_for)
+            except KnockgateError as exc:
+                log.error("spa: key %s: could not open for %s: %s", grant.key, grant.target, exc)
+                return
+            log.info("spa: key %s: opened %s for %s for %gs (%.3f ms after the packet was "
+                     "read)", grant.key, ", ".join(map(str, grant.ports)), grant.target,
+                     grant.open_for, (time.perf_counter() - self._batch_started) * 1000)
+        if grant.command:
+            values = {"ip": str(grant.target), "key": grant.key, "door": grant.key}
+            log.info("spa: key %s: action %s for %s", grant.key, grant.action, grant.target)
+            self._spawn(run_command(expand_argv(grant.command, values), self._command_timeout(),
+                                    f"spa key {grant.key}: action {grant.action}"))
 
     def _act(self, decision: Decision, running: _Running, now: float) -> None:
         if isinstance(decision, Progress | Reset) and not self._stage_log.allow(now):
@@ -251,6 +326,9 @@ class Daemon:
             log.info("%s door %s: %d knocks, opens %s for %gs", verb, door.name,
                      len(door.sequence), ", ".join(str(p) for p in door.open) or "nothing",
                      door.open_for)
+        if config.spa is not None:
+            log.info("%s spa on udp:%d with %d key(s): %s", verb, config.spa.port,
+                     len(config.spa.keys), ", ".join(e.key.name for e in config.spa.keys))
 
 
 def serve(config_path: str, interfaces: tuple[str, ...] = ()) -> None:

@@ -99,7 +99,7 @@ def serve(bed: TestBed, tmp_path: Path):
         config.write_text(config_text)
         daemon = RunningDaemon(bed, config, *extra)
         started.append(daemon)
-        daemon.wait_for("serving door")
+        daemon.wait_for("ready, watching")
         return daemon
 
     yield start

@@ -1,0 +1,96 @@
+"""Replay protection for SPA: each authenticated (key id, nonce) is admitted once.
+
+Why the window may forget. A packet's timestamp is authenticated, so a copy of it carries the
+same timestamp ``ts`` and ``open_at`` rejects it once ``now - ts > max_age``. An entry is only
+forgotten when ``ts < now - max_age - margin``: by then every copy of that packet is already
+stale, and stays stale unless the clock is stepped back by more than ``margin`` seconds. The
+window re-checks the age itself, so this holds even if the caller opened the packet with a
+larger ``max_age`` than the window was given.
+
+The store persists entries so a restart does not reopen the window; the in-memory dict in front
+of it answers "seen?" in O(1) with no I/O. Memory is bounded by ``max_entries``; when it is full
+of unexpired entries, new packets are refused (fail closed), never admitted unrecorded. Only
+authenticated packets get here, so filling it takes a valid key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from knockgate.core.spa import VerifiedRequest
+from knockgate.errors import InvalidMessage
+
+DEFAULT_MARGIN = 60.0
+DEFAULT_MAX_ENTRIES = 100_000
+
+
+class ReplayStore(Protocol):
+    """Where admitted nonces outlive the process (io/store.py has the SQLite one)."""
+
+    def load(self, not_before: float) -> Iterable[tuple[bytes, bytes, int]]:
+        """Every remembered (key id, nonce, timestamp) with timestamp >= ``not_before``."""
+        ...
+
+    def remember(self, key_id: bytes, nonce: bytes, timestamp: int) -> bool:
+        """Record durably before returning; False if (key id, nonce) was already recorded."""
+        ...
+
+    def prune(self, older_than: float) -> int:
+        """Forget entries with timestamp < ``older_than``; returns how many."""
+        ...
+
+
+class ReplayWindow:
+    """Admits each verified packet once; the storage is passed in, the time too."""
+
+    def __init__(self, store: ReplayStore, *, now: float, max_age: float,
+                 margin: float = DEFAULT_MARGIN,
+                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_age < 0 or margin < 0 or max_entries < 1:
+            raise ValueError("max_age and margin must be >= 0 and max_entries >= 1")
+        self.max_age = max_age
+        self.margin = margin
+        self.max_entries = max_entries
+        self._store = store
+        self._seen: dict[tuple[bytes, bytes], int] = {
+            (key_id, nonce): timestamp
+            for key_id, nonce, timestamp in store.load(self._horizon(now))
+        }
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, verified: VerifiedRequest, now: float) -> None:
+        """Record ``verified`` as used, or raise InvalidMessage: call it before granting.
+
+        Errors of the store propagate, so a failed write never leads to a grant.
+        """
+        if abs(now - verified.timestamp) > self.max_age:
+            raise InvalidMessage("outside replay window")
+        entry = (verified.key_id, verified.nonce)
+        if entry in self._seen:
+            raise InvalidMessage("replay")
+        if len(self._seen) >= self.max_entries:
+            self._forget_before(self._horizon(now))
+            if len(self._seen) >= self.max_entries:
+                raise InvalidMessage("replay cache full")
+        recorded = self._store.remember(verified.key_id, verified.nonce, verified.timestamp)
+        self._seen[entry] = verified.timestamp
+        if not recorded:
+            raise InvalidMessage("replay")
+
+    def prune(self, now: float) -> int:
+        """Drop entries too old to matter, in memory and in the store: call it periodically.
+
+        Returns how many the store forgot.
+        """
+        horizon = self._horizon(now)
+        self._forget_before(horizon)
+        return self._store.prune(horizon)
+
+    def _horizon(self, now: float) -> float:
+        return now - self.max_age - self.margin
+
+    def _forget_before(self, horizon: float) -> None:
+        self._seen = {entry: ts for entry, ts in self._seen.items() if ts >= horizon}

@@ -1,0 +1,86 @@
+"""Client profiles: ~/.config/knockgate/client.toml, so `knockgate open myserver` is enough.
+
+    [server.myserver]
+    host = "server.example"
+    key_name = "alice"
+    secret_file = "~/.config/knockgate/alice.key"   # or secret = "base64..."
+    open = ["tcp:22"]                               # or action = 21
+    port = 62201
+    allow_ip = "203.0.113.7"                        # only behind NAT (the key needs allow_nat)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from knockgate.errors import ConfigError
+
+DEFAULT_PROFILES = "~/.config/knockgate/client.toml"
+_KEYS = {"host", "key_name", "secret", "secret_file", "open", "action", "port", "allow_ip"}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    host: str | None = None
+    key_name: str | None = None
+    secret: str | None = None
+    secret_file: str | None = None
+    open: tuple[str, ...] = ()
+    action: int | None = None
+    port: int | None = None
+    allow_ip: str | None = None
+
+
+def load_profile(name: str, path: str = DEFAULT_PROFILES) -> Profile | None:
+    """The profile called ``name``, or None if the file or the profile does not exist."""
+    file = Path(os.path.expanduser(path))
+    if not file.exists():
+        return None
+    try:
+        data = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read client profiles: {exc}", path=str(file),
+                          hint="fix the file or pass every option on the command line") from exc
+    servers = data.get("server", {})
+    raw = servers.get(name) if isinstance(servers, dict) else None
+    if raw is None:
+        return None
+    return _profile(raw, str(file), name)
+
+
+def _profile(raw: Any, path: str, name: str) -> Profile:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[server.{name}] must be a table", path=path)
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigError(f"[server.{name}]: unknown key {sorted(unknown)[0]!r}", path=path,
+                          hint="known keys: " + ", ".join(sorted(_KEYS)))
+    opens = raw.get("open", [])
+    if not isinstance(opens, list) or not all(isinstance(item, str) for item in opens):
+        raise ConfigError(f"[server.{name}]: open must be a list like ['tcp:22']", path=path)
+    secret_file = raw.get("secret_file")
+    return Profile(
+        host=_text(raw, "host", path, name), key_name=_text(raw, "key_name", path, name),
+        secret=_text(raw, "secret", path, name),
+        secret_file=os.path.expanduser(secret_file) if isinstance(secret_file, str) else None,
+        open=tuple(opens), action=_integer(raw, "action", path, name),
+        port=_integer(raw, "port", path, name), allow_ip=_text(raw, "allow_ip", path, name),
+    )
+
+
+def _text(raw: dict[str, Any], key: str, path: str, name: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"[server.{name}]: {key} must be a string", path=path)
+    return value
+
+
+def _integer(raw: dict[str, Any], key: str, path: str, name: str) -> int | None:
+    value = raw.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"[server.{name}]: {key} must be a whole number", path=path)
+    return value
