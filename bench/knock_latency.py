@@ -1,10 +1,11 @@
-"""Knock-to-open latency of knockgate's port-sequence doors on the namespace test bed.
+"""Knock-to-open latency of knockgate on the namespace test bed.
 
-Measures, N times, the time from the moment the final knock leaves the client to the moment
-the protected port accepts a TCP connection from that client. Each round knocks from its own
-client address (10.201.1.X) so every round starts from a closed door.
+Measures, N times, the time from the moment the final knock (or the SPA packet) leaves the
+client to the moment the protected port accepts a TCP connection from that client. Each round
+comes from its own client address (10.201.1.X), so every round starts from a closed door.
 
-    sudo .venv/bin/python bench/knock_latency.py [--rounds 20]
+    sudo .venv/bin/python bench/knock_latency.py --mode sequence [--rounds 20]
+    sudo .venv/bin/python bench/knock_latency.py --mode spa
 """
 
 from __future__ import annotations
@@ -12,23 +13,43 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import re
 import select
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from knockgate.core.frames import parse_frame
+from knockgate.core.spa import (
+    NONCE_SIZE,
+    SECRET_SIZE,
+    SpaKey,
+    SpaRequest,
+    decode_secret,
+    generate_secret,
+    seal_at,
+)
 from knockgate.testbed import SERVER_V4, TestBed, inside, require_root_tools
 
-FRAMES = [parse_frame(f) for f in ("tcp:7000", "udp:8000", "tcp:9000")]
-CONFIG = """
+SEQUENCE_CONFIG = """
 [[door]]
 name = "ssh"
 sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
 timeout = 5
+open = ["tcp:22"]
+open_for = 60
+"""
+SPA_CONFIG = """
+[daemon]
+state_dir = "{folder}/state"
+
+[[spa.key]]
+name = "bench"
+secret = "{secret}"
 open = ["tcp:22"]
 open_for = 60
 """
@@ -46,33 +67,73 @@ def _connects(source: str, probe_timeout: float) -> bool:
         return bool(writable) and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
 
 
-def knock_from(source: str) -> None:
-    for frame in FRAMES[:-1]:
-        kind = socket.SOCK_DGRAM if frame.proto == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.setblocking(False)
-            sock.bind((source, 0))
-            if frame.proto == "udp":
-                sock.sendto(b"\0", (SERVER_V4, frame.port))
-            else:
-                sock.connect_ex((SERVER_V4, frame.port))
+def _send(source: str, proto: str, port: int, payload: bytes = b"\0") -> None:
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setblocking(False)
+        sock.bind((source, 0))
+        if proto == "udp":
+            sock.sendto(payload, (SERVER_V4, port))
+        else:
+            sock.connect_ex((SERVER_V4, port))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--probe-timeout-us", type=float, default=100)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    reason = require_root_tools()
-    if reason:
-        print(f"bench: {reason}", file=sys.stderr)
-        return 1
-    samples: list[float] = []
+def sequence_round(source: str) -> Callable[[], None]:
+    _send(source, "tcp", 7000)
+    _send(source, "udp", 8000)
+    time.sleep(0.01)  # the first knocks are not what we time
+    return lambda: _send(source, "tcp", 9000)
+
+
+def spa_round(key: SpaKey) -> Callable[[str], Callable[[], None]]:
+    def prepare(source: str) -> Callable[[], None]:
+        packet = seal_at(key=key, now=time.time(), nonce=os.urandom(NONCE_SIZE),
+                         request=SpaRequest(ports=(("tcp", 22),)))
+        return lambda: _send(source, "udp", 62201, packet)
+    return prepare
+
+
+def measure(prepare: Callable[[str], Callable[[], None]], sources: list[str],
+            probe_timeout: float) -> list[float]:
+    """Inside the client namespace: per source, ms from the final packet to an open port."""
+    samples = []
+    for source in sources:
+        final = prepare(source)
+        sent = time.perf_counter()
+        final()
+        while time.perf_counter() - sent < 2.0:
+            if _connects(source, probe_timeout):
+                samples.append((time.perf_counter() - sent) * 1000)
+                break
+        else:
+            raise RuntimeError(f"round from {source}: the door did not open")
+        time.sleep(0.05)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, object]:
+    ordered = sorted(samples)
+    return {
+        "rounds": len(samples),
+        "median_ms": round(statistics.median(samples), 3),
+        "p90_ms": round(ordered[int(0.9 * (len(samples) - 1))], 3),
+        "min_ms": round(ordered[0], 3),
+        "max_ms": round(ordered[-1], 3),
+        "samples_ms": [round(s, 3) for s in samples],
+    }
+
+
+def run(mode: str, rounds: int, probe_timeout: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder, TestBed() as bed:
+        secret = generate_secret(os.urandom(SECRET_SIZE))
         config = Path(folder, "k.toml")
-        config.write_text(CONFIG)
-        sources = [f"10.201.1.{i}" for i in range(1, args.rounds + 1)]
+        if mode == "spa":
+            config.write_text(SPA_CONFIG.format(folder=folder, secret=secret))
+            prepare = spa_round(SpaKey("bench", decode_secret(secret)))
+        else:
+            config.write_text(SEQUENCE_CONFIG)
+            prepare = sequence_round
+        sources = [f"10.201.1.{i}" for i in range(1, rounds + 1)]
         for source in sources:
             bed.run(bed.client, "ip", "addr", "add", f"{source}/16", "dev", bed.client_if)
         bed.listen(22)
@@ -81,38 +142,36 @@ def main() -> int:
             bed.knockgate(bed.server, "serve", "--config", str(config), stderr=sink)
             while "ready, watching" not in log.read_text():
                 time.sleep(0.05)
-            with inside(bed.client):
-                for source in sources:
-                    knock_from(source)
-                    time.sleep(0.01)
-                    with socket.socket() as sock:
-                        sock.setblocking(False)
-                        sock.bind((source, 0))
-                        sent = time.perf_counter()
-                        sock.connect_ex((SERVER_V4, FRAMES[-1].port))
-                    opened = None
-                    while time.perf_counter() - sent < 2.0:
-                        if _connects(source, args.probe_timeout_us / 1e6):
-                            opened = time.perf_counter() - sent
-                            break
-                    if opened is None:
-                        print(f"round from {source}: door did not open", file=sys.stderr)
-                        print(log.read_text(), file=sys.stderr)
-                        return 1
-                    samples.append(opened * 1000)
-                    time.sleep(0.05)
-    samples_sorted = sorted(samples)
-    result = {
-        "rounds": len(samples),
-        "median_ms": round(statistics.median(samples), 3),
-        "p90_ms": round(samples_sorted[int(0.9 * (len(samples) - 1))], 3),
-        "min_ms": round(samples_sorted[0], 3),
-        "max_ms": round(samples_sorted[-1], 3),
-        "samples_ms": [round(s, 3) for s in samples],
-    }
-    print(f"knockgate userspace sequence door, final knock sent -> tcp:22 accepts "
-          f"({result['rounds']} rounds): median {result['median_ms']} ms, "
-          f"p90 {result['p90_ms']} ms, min {result['min_ms']} ms, max {result['max_ms']} ms")
+            try:
+                with inside(bed.client):
+                    samples = measure(prepare, sources, probe_timeout)
+            except RuntimeError:
+                print(log.read_text(), file=sys.stderr)
+                raise
+        inside_daemon = [float(m) for m in re.findall(r"\(([\d.]+) ms after the packet was read",
+                                                      log.read_text())]
+    result = summary(samples)
+    result["daemon_read_to_grant_median_ms"] = round(statistics.median(inside_daemon), 3)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("sequence", "spa"), default="sequence")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--probe-timeout-us", type=float, default=100)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    reason = require_root_tools()
+    if reason:
+        print(f"bench: {reason}", file=sys.stderr)
+        return 1
+    result = run(args.mode, args.rounds, args.probe_timeout_us / 1e6)
+    what = "SPA packet" if args.mode == "spa" else "final knock"
+    print(f"knockgate {args.mode}: {what} sent -> tcp:22 accepts ({result['rounds']} rounds): "
+          f"median {result['median_ms']} ms, p90 {result['p90_ms']} ms, "
+          f"min {result['min_ms']} ms, max {result['max_ms']} ms; inside the daemon, packet "
+          f"read -> grant done: median {result['daemon_read_to_grant_median_ms']} ms")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
