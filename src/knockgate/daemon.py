@@ -20,8 +20,10 @@ from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode
 from knockgate.core.engine import Engine
 from knockgate.core.ratelimit import LogBudget
+from knockgate.core.spa import PACKET_SIZE as SPA_PACKET_SIZE
+from knockgate.core.spa import VERSION as SPA_VERSION
 from knockgate.errors import KnockgateError
-from knockgate.io.bpf import port_filter
+from knockgate.io.bpf import fixed_datagram_clause, port_filter
 from knockgate.io.capture import Capture
 from knockgate.io.commands import run_command
 from knockgate.io.netlink import LocalAddresses
@@ -57,11 +59,13 @@ def spa_ports(config: Config) -> list[PortSpec]:
                   key=lambda s: (s.proto, s.port))
 
 
-def watched_ports(config: Config, engine: Engine) -> set[tuple[str, int]]:
-    ports = set(engine.watched_ports())
+def capture_filter(config: Config, engine: Engine) -> str:
+    """Knock ports, and SPA datagrams of the one valid length and version: a flood of garbage
+    at the SPA port is dropped in the kernel, never copied to Python."""
+    spa = []
     if config.spa is not None:
-        ports.add(("udp", config.spa.port))
-    return ports
+        spa.append(fixed_datagram_clause(config.spa.port, SPA_PACKET_SIZE, SPA_VERSION))
+    return port_filter(engine.watched_ports(), spa)
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Daemon:
             spa = SpaService(config.spa, self._replay_store(config.options.state_dir),
                              self._wall_clock())
         interfaces = self._interface_override or config.options.interfaces
-        capture = Capture(port_filter(watched_ports(config, engine)), interfaces)
+        capture = Capture(capture_filter(config, engine), interfaces)
         return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa)
 
     def _replay_store(self, state_dir: str) -> SqliteReplayStore:

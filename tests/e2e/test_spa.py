@@ -134,8 +134,10 @@ def test_hostile_packets_are_rejected_and_the_daemon_lives(bed, serve, spa_setup
         send_raw(bed, payload)
     time.sleep(0.3)
     assert not bed.can_connect(SERVER_V4, 22)
-    for reason in ("auth", "unknown key", "short", "long"):
+    for reason in ("auth", "unknown key"):
         assert f": {reason}" in daemon.log, f"no debug line for {reason}\n{daemon.log}"
+    for reason in ("short", "long", "version"):  # wrong sizes never leave the kernel filter
+        assert f": {reason}" not in daemon.log, daemon.log
     assert daemon.process.poll() is None
     send_raw(bed, good)
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log

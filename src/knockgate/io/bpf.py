@@ -70,12 +70,25 @@ def compile_filter(expression: str) -> list[tuple[int, int, int, int]]:
         lib.pcap_close(handle)
 
 
-def port_filter(ports: Iterable[tuple[str, int]]) -> str:
-    """A filter that passes only packets to the given (proto, port) pairs, IPv4 and IPv6."""
+def port_filter(ports: Iterable[tuple[str, int]], extra: Iterable[str] = ()) -> str:
+    """A filter that passes only packets to the given (proto, port) pairs, IPv4 and IPv6,
+    or matching one of the ``extra`` clauses."""
     clauses = [f"({proto} dst port {port})" for proto, port in sorted(set(ports))]
+    clauses += [f"({clause})" for clause in extra]
     if not clauses:
         raise CaptureError("nothing to watch: no knock or SPA ports are configured")
     return " or ".join(clauses)
+
+
+def fixed_datagram_clause(port: int, payload_length: int, first_byte: int) -> str:
+    """UDP to ``port`` whose payload has exactly this length and first byte.
+
+    libpcap indexes ``udp[]`` for IPv4 only, so the IPv6 half reads the UDP header at its
+    fixed offset behind a 40-byte header (``ip6 proto 17``: no extension headers).
+    """
+    length = 8 + payload_length
+    return (f"udp dst port {port} and ((ip and udp[4:2] = {length} and udp[8] = {first_byte}) "
+            f"or (ip6 proto 17 and ip6[44:2] = {length} and ip6[48] = {first_byte}))")
 
 
 def pack_program(insns: list[tuple[int, int, int, int]]) -> bytes:
