@@ -15,6 +15,7 @@ from typing import Any
 
 from knockgate.core.engine import DEFAULT_MAX_PENDING
 from knockgate.core.frames import format_frame, parse_frame, parse_port_spec
+from knockgate.core.frames import is_number as _is_number
 from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
 from knockgate.model import Door, Frame, PortSpec
@@ -443,7 +444,7 @@ def _parse_actions(raw: Mapping[str, Any], where: _Where) -> dict[int, tuple[str
         raise where.error("actions", "actions must be a table", _SPA_KEY_KEYS["actions"])
     actions: dict[int, tuple[str, ...]] = {}
     for code_text, argv in table.items():
-        if not code_text.isdigit() or not 1 <= int(code_text) <= MAX_ACTION:
+        if not _is_number(code_text) or not 1 <= int(code_text) <= MAX_ACTION:
             raise where.error("actions", f"action code {code_text!r} is not 1..{MAX_ACTION}",
                               _SPA_KEY_KEYS["actions"])
         actions[int(code_text)] = _argv({"actions": argv}, "actions", where)

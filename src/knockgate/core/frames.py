@@ -30,8 +30,13 @@ FLAGS_HINT = (
 )
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_port(text: str) -> int:
-    if not text.isdigit():
+    if not is_number(text):
         raise FrameError(f"port {text!r} is not a number", hint="ports are 1-65535")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -82,7 +87,7 @@ def _parse_flag_letters(spec: str) -> tuple[int, int]:
 
 def parse_frame(text: str) -> Frame:
     parts = text.strip().lower().split(":")
-    if parts[0].isdigit():
+    if is_number(parts[0]):
         return _parse_knockd_client_frame(parts, text)
     if parts[0] not in ("tcp", "udp") or len(parts) < 2:
         raise FrameError(
