@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("interfaces", help="list the interfaces knockgate can watch")
     commands.add_parser("keygen", help="print a new SPA secret (base64 of 32 random bytes)")
+    importer = commands.add_parser("import", help="convert another daemon's configuration")
+    importer.add_argument("kind", choices=["knockd"], help="what the file is")
+    importer.add_argument("file", help="e.g. /etc/knockd.conf")
     _add_open_parser(commands)
     return parser
 
@@ -80,31 +83,42 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
 
 
-def _setup_logging(use_syslog: bool, verbose: bool) -> None:
-    handler: logging.Handler
+def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None) -> None:
+    handlers: list[logging.Handler] = []
+    plain = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     if use_syslog:
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("knockgate[%(process)d]: %(message)s"))
+        handlers.append(logging.handlers.SysLogHandler(address="/dev/log"))
+        handlers[-1].setFormatter(logging.Formatter("knockgate[%(process)d]: %(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[-1].setFormatter(plain)
+    if log_file:
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            raise ConfigError(f"cannot open log_file {log_file}: {exc.strerror}") from exc
+        handlers[-1].setFormatter(plain)
     root = logging.getLogger("knockgate")
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _serve(args: argparse.Namespace) -> None:
     from knockgate.daemon import serve
 
-    _setup_logging(args.syslog, args.verbose)
-    serve(args.config, tuple(args.interface))
+    config = load_config(args.config)
+    _setup_logging(args.syslog or config.options.syslog, args.verbose, config.options.log_file)
+    serve(config, tuple(args.interface))
 
 
 def _check(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     for line in describe(config):
         print(line)
-    print(f"{args.config}: OK, {len(config.doors)} door(s)")
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    print(f"{args.config}: OK, {len(config.doors)} door(s)"
+          + (f", {len(config.warnings)} warning(s)" if config.warnings else ""))
 
 
 def _knock(args: argparse.Namespace) -> None:
@@ -123,6 +137,18 @@ def _interfaces(_: argparse.Namespace) -> None:
         print(f"{index:>4}  {name}{note}")
 
 
+def _import(args: argparse.Namespace) -> None:
+    from knockgate.knockd_conf import parse_knockd_conf
+    from knockgate.knockd_import import knockd_to_toml
+
+    try:
+        with open(args.file, encoding="utf-8", errors="surrogateescape") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=args.file) from exc
+    sys.stdout.write(knockd_to_toml(parse_knockd_conf(text, args.file)))
+
+
 def _keygen(_: argparse.Namespace) -> None:
     from knockgate.core.spa import SECRET_SIZE, generate_secret
 
@@ -136,7 +162,7 @@ def _open(args: argparse.Namespace) -> None:
 
 
 _COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces,
-             "keygen": _keygen, "open": _open}
+             "keygen": _keygen, "open": _open, "import": _import}
 _CODES: list[tuple[type[KnockgateError], ExitCode]] = [
     (FirewallError, ExitCode.FIREWALL),
     (CaptureError, ExitCode.CAPTURE),

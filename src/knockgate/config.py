@@ -10,15 +10,23 @@ import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from knockgate.core.engine import DEFAULT_MAX_PENDING
-from knockgate.core.frames import format_frame, parse_frame, parse_port_spec
+from knockgate.core.frames import format_frame, parse_flags, parse_frame, parse_port_spec
 from knockgate.core.frames import is_number as _is_number
+from knockgate.core.fwknop import DEFAULT_MAX_AGE as FWKNOP_MAX_AGE
 from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
-from knockgate.model import Door, Frame, PortSpec
+from knockgate.fwknop_access import DEFAULT_PATH as FWKNOP_ACCESS_PATH
+from knockgate.fwknop_access import FwknopAccess, parse_access_conf
+from knockgate.knockd_conf import (
+    looks_like_knockd_conf,
+    next_one_time_sequence,
+    parse_knockd_conf,
+)
+from knockgate.model import ALL_FLAGS, Door, Frame, OneTimeSource, PortSpec, TcpFlag
 
 DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
 DEFAULT_STATE_DIR = "/var/lib/knockgate"
@@ -35,6 +43,8 @@ _DAEMON_KEYS = {
     "command_timeout": "seconds a command may run before it is killed",
     "hide_knock_ports": "drop packets to knock ports so they look like any closed port",
     "state_dir": "where the SPA replay cache lives (default /var/lib/knockgate)",
+    "log_file": "also append the log to this file",
+    "syslog": "log to syslog instead of stderr",
 }
 _SPA_KEYS = {
     "port": "UDP port SPA packets are sent to (default 62201)",
@@ -60,6 +70,12 @@ _DOOR_KEYS = {
     "command": "argv run on opening, e.g. ['/usr/bin/logger', 'knock from {ip}']",
     "stop_command": "argv run command_delay seconds after command",
     "command_delay": "seconds between command and stop_command",
+    "command_6": "like command, run instead of it for IPv6 sources",
+    "stop_command_6": "like stop_command, run instead of it for IPv6 sources",
+    "target": "only knocks addressed to this address count (knockd's Target)",
+    "one_time_sequences": "a knockd One_Time_Sequences file used instead of sequence",
+    "tcp_flags": "flags for TCP knocks read from one_time_sequences, e.g. 'syn,!ack'",
+    "shell": "run commands written as strings through /bin/sh; the address is $1",
 }
 
 
@@ -70,6 +86,8 @@ class DaemonOptions:
     command_timeout: float = 10.0
     hide_knock_ports: bool = True
     state_dir: str = DEFAULT_STATE_DIR
+    log_file: str | None = None
+    syslog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +114,27 @@ class SpaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FwknopConfig:
+    """fwknop-compatible SPA: the stanzas of an fwknop access.conf, on a UDP port."""
+
+    access: FwknopAccess
+    port: int
+    max_age: float
+
+    def protected_ports(self) -> tuple[PortSpec, ...]:
+        return tuple(sorted({PortSpec(proto, port) for stanza in self.access.stanzas
+                             for proto, port in stanza.open_ports or ()
+                             if proto in ("tcp", "udp")}, key=lambda s: (s.proto, s.port)))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str
     doors: tuple[Door, ...]
     options: DaemonOptions
     spa: SpaConfig | None = None
+    fwknop: FwknopConfig | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class _Lines:
@@ -153,7 +187,23 @@ def load_config(path: str) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path,
                           hint="pass --config with a readable file") from exc
-    return parse_config(raw.decode("utf-8", errors="replace"), path)
+    text = raw.decode("utf-8", errors="replace")
+    if looks_like_knockd_conf(text):
+        return _parse_knockd_config(text, path)
+    return parse_config(text, path)
+
+
+def _parse_knockd_config(text: str, path: str) -> Config:
+    """A knockd.conf is served as the TOML `knockgate import knockd` would write for it."""
+    from knockgate.knockd_import import knockd_to_toml
+
+    converted = knockd_to_toml(parse_knockd_conf(text, path))
+    try:
+        return parse_config(converted, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.reason} (in the TOML converted from this knockd.conf; run "
+                          f"'knockgate import knockd {path}' to see it)", path=path,
+                          hint=exc.hint) from exc
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
@@ -164,7 +214,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     lines = _Lines(text)
     top = _Where(path, lines, "")
     _reject_unknown(data, {"daemon": "daemon options", "door": "a [[door]] table",
-                           "spa": "single packet authorization"}, top)
+                           "spa": "single packet authorization",
+                           "fwknop": "fwknop-compatible SPA from an access.conf"}, top)
     options = _parse_options(data.get("daemon", {}), _Where(path, lines, "daemon"))
     raw_doors = data.get("door", [])
     if not isinstance(raw_doors, list):
@@ -173,14 +224,59 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         _parse_door(raw, _Where(path, lines, "door", index)) for index, raw in enumerate(raw_doors)
     )
     spa = _parse_spa(data["spa"], path, lines) if "spa" in data else None
-    if not doors and spa is None:
+    fwknop = _parse_fwknop(data["fwknop"], _Where(path, lines, "fwknop")) \
+        if "fwknop" in data else None
+    if not doors and spa is None and fwknop is None:
         raise ConfigError("no door and no SPA key is configured", path=path,
                           hint="add a [[door]] table with name, sequence and open, "
-                          "or an [[spa.key]]")
+                          "or an [[spa.key]], or [fwknop]")
     _check_doors_together(doors, path)
     if spa is not None:
         _check_spa_port(spa, doors, path, lines)
-    return Config(path=path, doors=doors, options=options, spa=spa)
+    warnings = tuple(f"{path}:{door.line}: warning: door {door.name!r} runs its commands "
+                     "through /bin/sh (shell = true); argv lists need no shell"
+                     for door in doors if door.shell)
+    if fwknop is not None:
+        warnings += tuple(str(w) for w in fwknop.access.warnings)
+        warnings += tuple(f"{fwknop.access.path}:{st.line}: warning: this stanza accepts "
+                          "packets without an HMAC (KNOCKGATE_ALLOW_NO_HMAC)"
+                          for st in fwknop.access.stanzas if st.allow_no_hmac)
+    return Config(path=path, doors=doors, options=options, spa=spa, fwknop=fwknop,
+                  warnings=warnings)
+
+
+_FWKNOP_KEYS = {
+    "access": "path of an fwknop access.conf (default /etc/fwknop/access.conf)",
+    "port": "UDP port fwknop clients send to (default 62201)",
+    "max_age": "seconds a packet stays valid (fwknopd: 120)",
+}
+
+
+def _parse_fwknop(raw: Any, where: _Where) -> FwknopConfig:
+    if not isinstance(raw, dict):
+        raise where.error(None, "[fwknop] must be a table")
+    _reject_unknown(raw, _FWKNOP_KEYS, where)
+    path = _absolute_path(raw, "access", FWKNOP_ACCESS_PATH, where)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            access = parse_access_conf(handle.read(), path)
+    except OSError as exc:
+        raise where.error("access", f"cannot read {path}: {exc.strerror}",
+                          "point access at fwknop's access.conf") from exc
+    if not access.stanzas:
+        raise ConfigError("no SOURCE stanza", path=path, line=1,
+                          hint="an access.conf needs at least one SOURCE line")
+    for stanza in access.stanzas:
+        if not stanza.open_ports:
+            raise ConfigError(
+                "knockgate needs OPEN_PORTS in every stanza: it guards exactly those ports "
+                "(fwknopd relies on your own default-drop firewall instead)", path=path,
+                line=stanza.line, hint="add e.g. 'OPEN_PORTS tcp/22' to this stanza")
+    return FwknopConfig(
+        access=access,
+        port=_number(raw, "port", DEFAULT_SPA_PORT, where, 1, 65535, int),
+        max_age=_number(raw, "max_age", FWKNOP_MAX_AGE, where, 1, 3600),
+    )
 
 
 def _toml_error(exc: tomllib.TOMLDecodeError, path: str, text: str) -> ConfigError:
@@ -216,13 +312,18 @@ def _parse_options(raw: Any, where: _Where) -> DaemonOptions:
         command_timeout=_number(raw, "command_timeout", 10.0, where, 0.1, 3600),
         hide_knock_ports=_boolean(raw, "hide_knock_ports", True, where),
         state_dir=_absolute_path(raw, "state_dir", DEFAULT_STATE_DIR, where),
+        log_file=_absolute_path(raw, "log_file", None, where),
+        syslog=_boolean(raw, "syslog", False, where),
     )
 
 
-def _absolute_path(raw: Mapping[str, Any], key: str, default: str, where: _Where) -> str:
+def _absolute_path(raw: Mapping[str, Any], key: str, default: Any, where: _Where) -> Any:
     value = raw.get(key, default)
+    if value is default:
+        return value
     if not isinstance(value, str) or not value.startswith("/"):
-        raise where.error(key, f"{key} must be an absolute path", f"e.g. {key} = {default!r}")
+        raise where.error(key, f"{key} must be an absolute path",
+                          f"e.g. {key} = {default or '/var/lib/knockgate/file'!r}")
     return value
 
 
@@ -234,27 +335,106 @@ def _parse_door(raw: Any, where: _Where) -> Door:
     if not isinstance(name, str) or not _NAME.match(name):
         raise where.error("name", f"door name {name!r} is missing or invalid",
                           "a letter then up to 31 letters, digits or '_', e.g. 'ssh'")
-    sequence = tuple(_parse_items(raw, "sequence", where, parse_frame, required=True))
-    if len(sequence) > MAX_SEQUENCE:
-        raise where.error("sequence", f"door {name!r}: sequence has {len(sequence)} knocks",
-                          f"use at most {MAX_SEQUENCE}")
+    one_time = _parse_one_time(raw, where)
+    sequence = _door_sequence(raw, where, name, one_time)
+    shell = _boolean(raw, "shell", False, where)
+    commands = {key: _command(raw, key, where, shell)
+                for key in ("command", "stop_command", "command_6", "stop_command_6")}
     opens = tuple(_parse_items(raw, "open", where, parse_port_spec, required=False))
-    command = _argv(raw, "command", where)
-    if not opens and not command:
+    if not opens and not (commands["command"] or commands["command_6"]):
         raise where.error(None, f"door {name!r} neither opens ports nor runs a command",
                           "add open = ['tcp:22'] or command = [...]")
-    stop_command = _argv(raw, "stop_command", where)
     return Door(
         name=name,
         sequence=sequence,
         timeout=_number(raw, "timeout", 10.0, where, 0.1, 3600),
         open=opens,
         open_for=_number(raw, "open_for", 30.0, where, 1, MAX_OPEN_FOR),
-        command=command,
-        stop_command=stop_command,
         command_delay=_number(raw, "command_delay", 10.0, where, 0, MAX_OPEN_FOR),
         line=where.lines.of("door", where.index) or 0,
+        target=_parse_target(raw, where),
+        one_time=one_time,
+        shell=shell,
+        **commands,
     )
+
+
+def _door_sequence(raw: Mapping[str, Any], where: _Where, name: str,
+                   one_time: OneTimeSource | None) -> tuple[Frame, ...]:
+    if one_time is not None:
+        if "sequence" in raw:
+            raise where.error("sequence", f"door {name!r} has both sequence and "
+                              "one_time_sequences", "keep one of the two")
+        return read_one_time(one_time.path, one_time.flags_mask, one_time.flags_value,
+                             where)[0]
+    sequence = tuple(_parse_items(raw, "sequence", where, parse_frame, required=True))
+    if len(sequence) > MAX_SEQUENCE:
+        raise where.error("sequence", f"door {name!r}: sequence has {len(sequence)} knocks",
+                          f"use at most {MAX_SEQUENCE}")
+    return sequence
+
+
+def _parse_one_time(raw: Mapping[str, Any], where: _Where) -> OneTimeSource | None:
+    path = _absolute_path(raw, "one_time_sequences", None, where)
+    flags_text = raw.get("tcp_flags")
+    if path is None:
+        if flags_text is not None:
+            raise where.error("tcp_flags", "tcp_flags only applies to one_time_sequences",
+                              "write the flags into each frame, e.g. 'tcp:7000:syn,!ack'")
+        return None
+    if flags_text is None:
+        mask, value = ALL_FLAGS, int(TcpFlag.SYN)
+    elif isinstance(flags_text, str):
+        try:
+            mask, value = parse_flags(flags_text)
+        except ConfigError as exc:
+            raise where.error("tcp_flags", exc.reason, exc.hint) from exc
+    else:
+        raise where.error("tcp_flags", "tcp_flags must be a string", "e.g. 'syn,!ack'")
+    offset = read_one_time(path, mask, value, where)[1]
+    return OneTimeSource(path, mask, value, offset)
+
+
+def read_one_time(path: str, mask: int, value: int, where: _Where | None = None
+                  ) -> tuple[tuple[Frame, ...], int | None]:
+    """The file's next unused sequence and where its line starts; ((), None) when used up."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        message = f"cannot read one_time_sequences {path}: {exc.strerror}"
+        if where is None:
+            raise ConfigError(message, path=path) from exc
+        raise where.error("one_time_sequences", message,
+                          "one sequence per line, e.g. 7000,8000:udp,9000") from exc
+    found = next_one_time_sequence(text)
+    if found is None:
+        return (), None
+    frames = tuple(Frame("udp", knock.port) if knock.protocol == "udp"
+                   else Frame("tcp", knock.port, mask, value) for knock in found.sequence)
+    return frames, found.offset
+
+
+def _parse_target(raw: Mapping[str, Any], where: _Where) -> IPv4Address | IPv6Address | None:
+    value = raw.get("target")
+    if value is None:
+        return None
+    try:
+        return ip_address(value) if isinstance(value, str) else ip_address("bad")
+    except ValueError as exc:
+        raise where.error("target", f"target {value!r} is not an IP address",
+                          "e.g. target = '192.0.2.1'") from exc
+
+
+def _command(raw: Mapping[str, Any], key: str, where: _Where, shell: bool) -> tuple[str, ...]:
+    value = raw.get(key)
+    if shell and isinstance(value, str):
+        if not value.strip():
+            raise where.error(key, f"{key} is empty")
+        # /bin/sh gets the address and door as $1 and $2, never pasted into the script.
+        return ("/bin/sh", "-c", value.replace("{", "{{").replace("}", "}}"), "knockgate",
+                "{ip}", "{door}")
+    return _argv(raw, key, where)
 
 
 def _parse_items(raw: Mapping[str, Any], key: str, where: _Where,
@@ -278,7 +458,8 @@ def _argv(raw: Mapping[str, Any], key: str, where: _Where) -> tuple[str, ...]:
     value = raw.get(key, [])
     if isinstance(value, str):
         raise where.error(key, f"{key} is a string; commands are argv lists, never run by a shell",
-                          f"write {key} = {value.split()!r}")
+                          f"write {key} = {value.split()!r}, or set shell = true to run it "
+                          "through /bin/sh with the address as $1")
     if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
         raise where.error(key, f"{key} must be a list of non-empty strings",
                           "e.g. ['/usr/bin/logger', 'opened for {ip}']")
@@ -329,7 +510,8 @@ def _check_doors_together(doors: tuple[Door, ...], path: str) -> None:
         seen[door.name] = door
     for door in doors:
         for other in doors:
-            if other is not door and _is_prefix(door.sequence, other.sequence):
+            if other is not door and door.sequence and _is_prefix(door.sequence,
+                                                                  other.sequence):
                 raise ConfigError(
                     f"door {door.name!r}: its sequence is a prefix of door {other.name!r}'s",
                     path=path, line=door.line,
@@ -466,7 +648,7 @@ def _check_spa_port(spa: SpaConfig, doors: tuple[Door, ...], path: str, lines: _
     used = {(f.proto, f.port) for door in doors for f in door.sequence}
     used |= {(s.proto, s.port) for door in doors for s in door.open}
     used |= {(s.proto, s.port) for entry in spa.keys for s in entry.open}
-    if ("udp", spa.port) in used:
+    if ("udp", spa.port) in used:  # sharing with [fwknop] is fine: the formats differ
         raise ConfigError(f"the SPA port udp:{spa.port} is also a knock or protected port",
                           path=path, line=lines.of("spa", 0, "port") or lines.of("spa"),
                           hint="choose another [spa] port")
@@ -476,7 +658,7 @@ def describe(config: Config) -> list[str]:
     """Human-readable summary for `knockgate check`."""
     lines = []
     for door in config.doors:
-        knocks = " ".join(format_frame(f) for f in door.sequence)
+        knocks = " ".join(format_frame(f) for f in door.sequence) or "(one-time sequences used up)"
         opens = ", ".join(str(p) for p in door.open) or "nothing"
         lines.append(f"door {door.name} (line {door.line}): knock {knocks} within "
                      f"{door.timeout:g}s -> open {opens} for {door.open_for:g}s")
@@ -484,6 +666,18 @@ def describe(config: Config) -> list[str]:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:
             lines.append(f"  then after {door.command_delay:g}s {list(door.stop_command)}")
+    if config.fwknop is not None:
+        fw = config.fwknop
+        lines.append(f"fwknop SPA on udp:{fw.port} from {fw.access.path}, packets valid for "
+                     f"{fw.max_age:g}s")
+        for number, stanza in enumerate(fw.access.stanzas, start=1):
+            ports = ", ".join(f"{proto}:{port}" for proto, port in stanza.open_ports or ())
+            hmac = stanza.hmac_type if stanza.hmac_key else "NONE"
+            lines.append(f"  stanza {number} (line {stanza.line}): SOURCE "
+                         f"{', '.join(map(str, stanza.sources))} may open {ports} for "
+                         f"{stanza.fw_access_timeout}s (client may ask up to "
+                         f"{stanza.max_fw_timeout}s), HMAC {hmac}"
+                         + (", commands allowed" if stanza.enable_cmd_exec else ""))
     if config.spa is not None:
         lines.append(f"spa on udp:{config.spa.port}, packets valid for {config.spa.max_age:g}s")
         for entry in config.spa.keys:

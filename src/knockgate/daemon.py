@@ -19,16 +19,23 @@ from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode
 from knockgate.core.engine import Engine
+from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
+from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.spa import PACKET_SIZE as SPA_PACKET_SIZE
 from knockgate.core.spa import VERSION as SPA_VERSION
+from knockgate.core.spa_policy import SpaGrant
 from knockgate.errors import KnockgateError
-from knockgate.io.bpf import fixed_datagram_clause, port_filter
+from knockgate.fwknop_service import FwknopService
+from knockgate.io.bpf import datagram_length_clause, fixed_datagram_clause, port_filter
 from knockgate.io.capture import Capture
 from knockgate.io.commands import run_command
 from knockgate.io.netlink import LocalAddresses
 from knockgate.io.nft import Nftables
 from knockgate.io.notify import notify
+from knockgate.io.onetime import consume_one_time
+from knockgate.io.store import FILE_NAME as STORE_FILE
+from knockgate.io.store import FWKNOP_FILE_NAME as FWKNOP_FILE
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Decision, Door, IPAddress, Open, Packet, PortSpec, Progress, Reset
 from knockgate.spa_service import SpaService
@@ -48,15 +55,19 @@ def hidden_ports(config: Config) -> list[PortSpec]:
     ports = {PortSpec(f.proto, f.port) for d in config.doors for f in d.sequence}
     if config.spa is not None:
         ports.add(PortSpec("udp", config.spa.port))
+    if config.fwknop is not None:
+        ports.add(PortSpec("udp", config.fwknop.port))
     return sorted(ports, key=lambda s: (s.proto, s.port))
 
 
 def spa_ports(config: Config) -> list[PortSpec]:
-    """Every port an SPA key may open: the per-port grant sets guard these."""
-    if config.spa is None:
-        return []
-    return sorted({spec for entry in config.spa.keys for spec in entry.open},
-                  key=lambda s: (s.proto, s.port))
+    """Every port an SPA key or fwknop stanza may open: the per-port grant sets guard these."""
+    ports: set[PortSpec] = set()
+    if config.spa is not None:
+        ports |= {spec for entry in config.spa.keys for spec in entry.open}
+    if config.fwknop is not None:
+        ports |= set(config.fwknop.protected_ports())
+    return sorted(ports, key=lambda s: (s.proto, s.port))
 
 
 def capture_filter(config: Config, engine: Engine) -> str:
@@ -65,6 +76,8 @@ def capture_filter(config: Config, engine: Engine) -> str:
     spa = []
     if config.spa is not None:
         spa.append(fixed_datagram_clause(config.spa.port, SPA_PACKET_SIZE, SPA_VERSION))
+    if config.fwknop is not None:
+        spa.append(datagram_length_clause(config.fwknop.port, FWKNOP_MIN, FWKNOP_MAX))
     return port_filter(engine.watched_ports(), spa)
 
 
@@ -84,6 +97,7 @@ class _Running:
     capture: Capture
     doors: dict[str, Door]
     spa: SpaService | None
+    fwknop: FwknopService | None
 
 
 class Daemon:
@@ -94,7 +108,7 @@ class Daemon:
         self._interface_override = interfaces
         self._clock = clock
         self._wall_clock = wall_clock
-        self._store: SqliteReplayStore | None = None
+        self._stores: dict[Path, SqliteReplayStore] = {}
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
         self._pending_stops: dict[int, _PendingStop] = {}
@@ -130,19 +144,24 @@ class Daemon:
 
     def _prepare(self, config: Config) -> _Running:
         engine = Engine(config.doors, config.options.max_pending)
-        spa = None
+        state_dir, now = config.options.state_dir, self._wall_clock()
+        spa = fwknop = None
         if config.spa is not None:
-            spa = SpaService(config.spa, self._replay_store(config.options.state_dir),
-                             self._wall_clock())
+            spa = SpaService(config.spa, self._replay_store(state_dir, STORE_FILE), now)
+        if config.fwknop is not None:
+            fwknop = FwknopService(config.fwknop, self._replay_store(state_dir, FWKNOP_FILE),
+                                   now)
         interfaces = self._interface_override or config.options.interfaces
         capture = Capture(capture_filter(config, engine), interfaces)
-        return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa)
+        return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa,
+                        fwknop)
 
-    def _replay_store(self, state_dir: str) -> SqliteReplayStore:
-        """The store is kept across reloads unless state_dir changes."""
-        if self._store is None or self._store.path.parent != Path(state_dir):
-            self._store = SqliteReplayStore(state_dir)
-        return self._store
+    def _replay_store(self, state_dir: str, file_name: str) -> SqliteReplayStore:
+        """Stores are opened once and kept across reloads."""
+        path = Path(state_dir, file_name)
+        if path not in self._stores:
+            self._stores[path] = SqliteReplayStore(state_dir, file_name)
+        return self._stores[path]
 
     def _install(self, config: Config) -> None:
         assert self._nft is not None
@@ -150,8 +169,9 @@ class Daemon:
 
     def _schedule_prune(self) -> None:
         running = self._running
-        if running is not None and running.spa is not None:
-            running.spa.prune(self._wall_clock())
+        for service in (running.spa, running.fwknop) if running is not None else ():
+            if service is not None:
+                service.prune(self._wall_clock())
         asyncio.get_running_loop().call_later(_PRUNE_EVERY, self._schedule_prune)
 
     def _watch(self, running: _Running) -> None:
@@ -179,8 +199,8 @@ class Daemon:
             except KnockgateError as exc:
                 log.error("teardown: %s", exc)
             self._nft.close()
-        if self._store is not None:
-            self._store.close()
+        for store in self._stores.values():
+            store.close()
 
     async def _run_pending_stop_commands(self) -> None:
         """Run stop commands now rather than never: the door must not stay open."""
@@ -238,21 +258,33 @@ class Daemon:
         except OSError as exc:
             log.error("capture read failed: %s", exc)
             return
-        spa_port = running.config.spa.port if running.config.spa is not None else None
+        spa_ports = _spa_ports(running)
         for data, _interface in batch:
             packet = decode(data)
-            if packet is None or packet.dst not in addresses:
+            if packet is None:
                 continue
-            if packet.dport == spa_port and packet.proto == "udp" and running.spa is not None:
-                self._on_spa(running.spa, packet)
+            if packet.dst not in addresses and not running.engine.counts_for(packet.dst):
+                continue
+            if packet.proto == "udp" and packet.dport in spa_ports:
+                self._on_spa(running, packet)
                 continue
             for decision in running.engine.handle(packet, now):
                 self._act(decision, running, now)
 
-    def _on_spa(self, spa: SpaService, packet: Packet) -> None:
-        grant = spa.handle(packet, self._wall_clock())
-        if grant is None:
+    def _on_spa(self, running: _Running, packet: Packet) -> None:
+        """Our SPA packets are exactly SPA_PACKET_SIZE bytes starting with the version byte;
+        fwknop's are base64 text of at least 140 bytes, so one port can serve both."""
+        ours = len(packet.payload) == SPA_PACKET_SIZE and packet.payload[0] == SPA_VERSION
+        if ours and running.spa is not None and packet.dport == running.config.spa.port:  # type: ignore[union-attr]
+            grant = running.spa.handle(packet, self._wall_clock())
+        elif running.fwknop is not None and packet.dport == running.config.fwknop.port:  # type: ignore[union-attr]
+            grant = running.fwknop.handle(packet, self._wall_clock())
+        else:
             return
+        if grant is not None:
+            self._apply_grant(grant)
+
+    def _apply_grant(self, grant: SpaGrant) -> None:
         assert self._nft is not None
         if grant.ports:
             try:
@@ -265,9 +297,11 @@ class Daemon:
                      grant.open_for, (time.perf_counter() - self._batch_started) * 1000)
         if grant.command:
             values = {"ip": str(grant.target), "key": grant.key, "door": grant.key}
-            log.info("spa: key %s: action %s for %s", grant.key, grant.action, grant.target)
-            self._spawn(run_command(expand_argv(grant.command, values), self._command_timeout(),
-                                    f"spa key {grant.key}: action {grant.action}"))
+            argv = grant.command if grant.literal_command else expand_argv(grant.command, values)
+            what = f"action {grant.action}" if grant.action is not None else "command"
+            log.info("spa: key %s: %s for %s", grant.key, what, grant.target)
+            self._spawn(run_command(argv, self._command_timeout(), f"spa key {grant.key}: {what}",
+                                    user=grant.user, group=grant.group))
 
     def _act(self, decision: Decision, running: _Running, now: float) -> None:
         if isinstance(decision, Progress | Reset) and not self._stage_log.allow(now):
@@ -286,6 +320,8 @@ class Daemon:
 
     def _open(self, door: Door, source: IPAddress) -> None:
         assert self._nft is not None
+        if door.one_time is not None and not self._consume_one_time(door):
+            return
         if door.open:
             try:
                 self._nft.grant(door.name, source, door.open_for)
@@ -299,17 +335,40 @@ class Daemon:
             log.info("door %s: sequence completed by %s", door.name, source)
         self._start_commands(door, source)
 
+    def _consume_one_time(self, door: Door) -> bool:
+        """Mark the used sequence in its file and arm the next one; False (door stays shut)
+        if the file cannot be written, since the sequence would stay usable."""
+        running = self._running
+        assert running is not None and door.one_time is not None
+        try:
+            following = consume_one_time(door)
+        except KnockgateError as exc:
+            log.error("door %s: not opened, cannot mark the one-time sequence used: %s",
+                      door.name, exc)
+            return False
+        running.doors[door.name] = following
+        running.engine.replace_door(following)
+        running.capture.replace_filter(capture_filter(running.config, running.engine))
+        if following.sequence:
+            log.info("door %s: one-time sequence used; the next line of %s is armed",
+                     door.name, door.one_time.path)
+        else:
+            log.warning("door %s: %s is used up; the door is disabled", door.name,
+                        door.one_time.path)
+        return True
+
     def _start_commands(self, door: Door, source: IPAddress) -> None:
         values = {"ip": str(source), "door": door.name}
-        if door.command:
-            self._spawn(run_command(expand_argv(door.command, values), self._command_timeout(),
+        command, stop_command = door.commands_for(source)
+        if command:
+            self._spawn(run_command(expand_argv(command, values), self._command_timeout(),
                                     f"door {door.name}: command for {source}"))
-        if door.stop_command:
+        if stop_command:
             token = next(self._stop_tokens)
             handle = asyncio.get_running_loop().call_later(
                 door.command_delay, self._fire_stop, token)
             self._pending_stops[token] = _PendingStop(
-                handle, expand_argv(door.stop_command, values),
+                handle, expand_argv(stop_command, values),
                 f"door {door.name}: stop_command for {source}")
 
     def _fire_stop(self, token: int) -> None:
@@ -333,8 +392,18 @@ class Daemon:
         if config.spa is not None:
             log.info("%s spa on udp:%d with %d key(s): %s", verb, config.spa.port,
                      len(config.spa.keys), ", ".join(e.key.name for e in config.spa.keys))
+        if config.fwknop is not None:
+            log.info("%s fwknop SPA on udp:%d with %d stanza(s) from %s", verb,
+                     config.fwknop.port, len(config.fwknop.access.stanzas),
+                     config.fwknop.access.path)
+        for warning in config.warnings:
+            log.warning("%s", warning)
 
 
-def serve(config_path: str, interfaces: tuple[str, ...] = ()) -> None:
-    config = load_config(config_path)
+def _spa_ports(running: _Running) -> frozenset[int]:
+    config = running.config
+    return frozenset(c.port for c in (config.spa, config.fwknop) if c is not None)
+
+
+def serve(config: Config, interfaces: tuple[str, ...] = ()) -> None:
     asyncio.run(Daemon(config, interfaces).run())

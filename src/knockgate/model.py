@@ -67,6 +67,20 @@ class PortSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class OneTimeSource:
+    """A door whose sequence is the next unused line of a knockd One_Time_Sequences file.
+
+    ``offset`` is where the current line starts in the file (None: the file is used up and the
+    door is closed for good); TCP knocks read from the file get ``flags_mask``/``flags_value``.
+    """
+
+    path: str
+    flags_mask: int
+    flags_value: int
+    offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Door:
     name: str
     sequence: tuple[Frame, ...]
@@ -77,6 +91,20 @@ class Door:
     stop_command: tuple[str, ...] = ()
     command_delay: float = 0.0
     line: int = 0
+    # knockd's _6 variants: run instead of command / stop_command for IPv6 sources.
+    command_6: tuple[str, ...] = ()
+    stop_command_6: tuple[str, ...] = ()
+    # knockd's Target: only knocks addressed to this address count.
+    target: IPv4Address | IPv6Address | None = None
+    one_time: OneTimeSource | None = None
+    shell: bool = False
+
+    def commands_for(self, source: IPv4Address | IPv6Address) -> tuple[tuple[str, ...],
+                                                                       tuple[str, ...]]:
+        """(command, stop_command) for a source of this address family."""
+        if source.version == 6 and (self.command_6 or self.stop_command_6):
+            return self.command_6, self.stop_command_6
+        return self.command, self.stop_command
 
 
 # --- decisions returned by the engine -------------------------------------------------------

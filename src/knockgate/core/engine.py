@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from knockgate.core.sequence import DoorSequence
-from knockgate.model import Decision, Door, Packet
+from knockgate.model import Decision, Door, IPAddress, Packet
 
 DEFAULT_MAX_PENDING = 65536
 
@@ -14,11 +14,26 @@ class Engine:
     """Pure: ``handle(packet, now)`` returns decisions; no sockets, no clocks."""
 
     def __init__(self, doors: Iterable[Door], max_pending: int = DEFAULT_MAX_PENDING) -> None:
-        self.doors = {door.name: DoorSequence(door, max_pending) for door in doors}
+        self.max_pending = max_pending
+        # A one-time door whose file is used up has no sequence: it is closed for good.
+        self.doors = {door.name: DoorSequence(door, max_pending) for door in doors
+                      if door.sequence}
+        self._index()
+
+    def _index(self) -> None:
         self._by_port: dict[tuple[str, int], tuple[DoorSequence, ...]] = {}
         for machine in self.doors.values():
             for key in {(f.proto, f.port) for f in machine.door.sequence}:
                 self._by_port[key] = (*self._by_port.get(key, ()), machine)
+        self.targets = frozenset(m.door.target for m in self.doors.values() if m.door.target)
+
+    def replace_door(self, door: Door) -> None:
+        """Swap in a door's new definition (a one-time door's next sequence); its progress
+        is forgotten, the other doors keep theirs."""
+        self.doors.pop(door.name, None)
+        if door.sequence:
+            self.doors[door.name] = DoorSequence(door, self.max_pending)
+        self._index()
 
     def watched_ports(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._by_port)
@@ -29,8 +44,15 @@ class Engine:
             return []
         decisions: list[Decision] = []
         for machine in machines:
+            target = machine.door.target
+            if target is not None and packet.dst != target:
+                continue
             decisions += machine.handle(packet.src, packet.proto, packet.dport, packet.flags, now)
         return decisions
 
     def pending(self) -> int:
         return sum(len(machine) for machine in self.doors.values())
+
+    def counts_for(self, destination: IPAddress) -> bool:
+        """Knocks to a door's target count even when it is not one of this host's addresses."""
+        return destination in self.targets

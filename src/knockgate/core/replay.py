@@ -66,17 +66,25 @@ class ReplayWindow:
 
         Errors of the store propagate, so a failed write never leads to a grant.
         """
-        if abs(now - verified.timestamp) > self.max_age:
+        self.admit_entry(verified.key_id, verified.nonce, verified.timestamp, now)
+
+    def seen(self, key_id: bytes, nonce: bytes) -> bool:
+        """A cheap look before any crypto (fwknop's rule: replay digest first)."""
+        return (key_id, nonce) in self._seen
+
+    def admit_entry(self, key_id: bytes, nonce: bytes, timestamp: int, now: float) -> None:
+        """``admit`` for any authenticated (key id, nonce, timestamp), e.g. fwknop digests."""
+        if abs(now - timestamp) > self.max_age:
             raise InvalidMessage("outside replay window")
-        entry = (verified.key_id, verified.nonce)
+        entry = (key_id, nonce)
         if entry in self._seen:
             raise InvalidMessage("replay")
         if len(self._seen) >= self.max_entries:
             self._forget_before(self._horizon(now))
             if len(self._seen) >= self.max_entries:
                 raise InvalidMessage("replay cache full")
-        recorded = self._store.remember(verified.key_id, verified.nonce, verified.timestamp)
-        self._seen[entry] = verified.timestamp
+        recorded = self._store.remember(key_id, nonce, timestamp)
+        self._seen[entry] = timestamp
         if not recorded:
             raise InvalidMessage("replay")
 

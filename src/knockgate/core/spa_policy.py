@@ -23,6 +23,10 @@ class SpaGrant:
     open_for: float
     action: int | None
     command: tuple[str, ...]
+    # True when ``command`` came from the packet (fwknop): run as is, never as a template.
+    literal_command: bool = False
+    user: str | None = None
+    group: str | None = None
 
 
 def authorize(verified: VerifiedRequest, source: IPAddress, policy: SpaKeyConfig) -> SpaGrant:

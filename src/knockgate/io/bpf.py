@@ -93,3 +93,10 @@ def fixed_datagram_clause(port: int, payload_length: int, first_byte: int) -> st
 
 def pack_program(insns: list[tuple[int, int, int, int]]) -> bytes:
     return b"".join(struct.pack("HBBI", *insn) for insn in insns)
+
+
+def datagram_length_clause(port: int, shortest: int, longest: int) -> str:
+    """UDP to ``port`` with a payload of ``shortest`` to ``longest`` bytes (IPv4 and IPv6)."""
+    low, high = 8 + shortest, 8 + longest
+    return (f"udp dst port {port} and ((ip and udp[4:2] >= {low} and udp[4:2] <= {high}) "
+            f"or (ip6 proto 17 and ip6[44:2] >= {low} and ip6[44:2] <= {high}))")

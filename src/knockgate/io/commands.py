@@ -9,8 +9,10 @@ import subprocess
 log = logging.getLogger("knockgate.command")
 
 
-async def run_command(argv: tuple[str, ...], timeout: float, context: str) -> int | None:
-    """Run ``argv``; return its exit status, or None if it could not start or timed out."""
+async def run_command(argv: tuple[str, ...], timeout: float, context: str,
+                      user: str | None = None, group: str | None = None) -> int | None:
+    """Run ``argv`` (as ``user``/``group`` if given); return its exit status, or None if it
+    could not start or timed out."""
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -18,9 +20,12 @@ async def run_command(argv: tuple[str, ...], timeout: float, context: str) -> in
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=user,
+            group=group,
         )
-    except OSError as exc:
-        log.error("%s: cannot start %s: %s", context, argv[0], exc.strerror or exc)
+    except (OSError, KeyError) as exc:  # KeyError: no such user or group
+        log.error("%s: cannot start %s: %s", context, argv[0],
+                  getattr(exc, "strerror", None) or exc)
         return None
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout)

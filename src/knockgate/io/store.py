@@ -29,6 +29,7 @@ from knockgate.errors import ConfigError, KnockgateError
 
 DEFAULT_STATE_DIR = "/var/lib/knockgate"
 FILE_NAME = "replay.sqlite3"
+FWKNOP_FILE_NAME = "fwknop-replay.sqlite3"  # its own file: its own age window and pruning
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replay (
@@ -44,10 +45,11 @@ CREATE INDEX IF NOT EXISTS replay_ts ON replay (ts);
 class SqliteReplayStore:
     """A ``ReplayStore`` (core/replay.py) in ``<state_dir>/replay.sqlite3``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+                 file_name: str = FILE_NAME) -> None:
         directory = Path(state_dir)
         _prepare_state_dir(directory)
-        self.path = directory / FILE_NAME
+        self.path = directory / file_name
         with _errors(f"cannot open the replay store {self.path}"):
             self._db = _connect(self.path)
 

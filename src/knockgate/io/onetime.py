@@ -1,0 +1,31 @@
+"""knockd's One_Time_Sequences files: a used line gets '#' written over its first byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from knockgate.config import read_one_time
+from knockgate.errors import KnockgateError
+from knockgate.model import Door, OneTimeSource
+
+
+def consume_one_time(door: Door) -> Door:
+    """Mark ``door``'s current sequence used, durably, and return the door with the next one
+    (an empty sequence when the file is used up)."""
+    source = door.one_time
+    if source is None or source.offset is None:
+        raise KnockgateError(f"door {door.name} has no one-time sequence left")
+    try:
+        fd = os.open(source.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"#", source.offset)
+            os.fsync(fd)  # a used sequence must stay used after a crash
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise KnockgateError(f"cannot write {source.path}: {exc.strerror}") from exc
+    frames, offset = read_one_time(source.path, source.flags_mask, source.flags_value)
+    return dataclasses.replace(door, sequence=frames,
+                               one_time=OneTimeSource(source.path, source.flags_mask,
+                                                      source.flags_value, offset))
