@@ -81,6 +81,21 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     family = spa.add_mutually_exclusive_group()
     family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
     family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
+    fwknop = spa.add_argument_group(
+        "fwknop", "with --fwknop, send an fwknop 2.x packet that fwknopd (or knockgate's "
+        "[fwknop]) accepts; keys as in fwknop's .fwknoprc")
+    fwknop.add_argument("--fwknop", action="store_true", help="speak fwknop's format")
+    fwknop.add_argument("--key-base64", help="KEY_BASE64 (Rijndael key)")
+    fwknop.add_argument("--key-rijndael", help="KEY, the passphrase form")
+    fwknop.add_argument("--hmac-key-base64", help="HMAC_KEY_BASE64")
+    fwknop.add_argument("--hmac-key", help="HMAC_KEY, the passphrase form")
+    fwknop.add_argument("--hmac-digest-type", default="sha256",
+                        help="md5, sha1, sha256 (default), sha384, sha512, sha3_256, sha3_512")
+    fwknop.add_argument("--user", help="user name in the packet (default: your login name)")
+    fwknop.add_argument("--source-ip", action="store_true",
+                        help="send 0.0.0.0: open for the packet's source (fwknop -s)")
+    fwknop.add_argument("--fw-timeout", type=int, help="ask for this many seconds (fwknop -f)")
+    fwknop.add_argument("--server-cmd", help="ask the server to run this command (fwknop -C)")
 
 
 def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None) -> None:
@@ -156,6 +171,11 @@ def _keygen(_: argparse.Namespace) -> None:
 
 
 def _open(args: argparse.Namespace) -> None:
+    if args.fwknop:
+        from knockgate.fwknop_client import send_fwknop
+
+        send_fwknop(args)
+        return
     from knockgate.spa_client import send_open
 
     send_open(args)

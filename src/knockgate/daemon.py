@@ -348,7 +348,9 @@ class Daemon:
             return False
         running.doors[door.name] = following
         running.engine.replace_door(following)
-        running.capture.replace_filter(capture_filter(running.config, running.engine))
+        if running.engine.watched_ports() or _spa_ports(running):
+            running.capture.replace_filter(capture_filter(running.config, running.engine))
+        # else: nothing is left to watch; the old filter only lets through knocks nobody counts
         if following.sequence:
             log.info("door %s: one-time sequence used; the next line of %s is armed",
                      door.name, door.one_time.path)
