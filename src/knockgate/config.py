@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -17,6 +18,7 @@ from knockgate.core.engine import DEFAULT_MAX_PENDING
 from knockgate.core.frames import format_frame, parse_flags, parse_frame, parse_port_spec
 from knockgate.core.frames import is_number as _is_number
 from knockgate.core.fwknop import DEFAULT_MAX_AGE as FWKNOP_MAX_AGE
+from knockgate.core.kernel_doors import DEFAULT_LOG_GROUP, kernel_reason
 from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
 from knockgate.fwknop_access import DEFAULT_PATH as FWKNOP_ACCESS_PATH
@@ -32,6 +34,7 @@ DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
 DEFAULT_STATE_DIR = "/var/lib/knockgate"
 DEFAULT_SPA_PORT = 62201
 IPNetwork = IPv4Network | IPv6Network
+ENGINES = ("kernel", "userspace")
 MAX_SEQUENCE = 32
 MAX_OPEN_FOR = 7 * 24 * 3600
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -45,6 +48,8 @@ _DAEMON_KEYS = {
     "state_dir": "where the SPA replay cache lives (default /var/lib/knockgate)",
     "log_file": "also append the log to this file",
     "syslog": "log to syslog instead of stderr",
+    "engine": "default engine of doors: 'kernel' where a door can run there, or 'userspace'",
+    "nflog_group": "NFLOG group through which kernel doors report openings",
 }
 _SPA_KEYS = {
     "port": "UDP port SPA packets are sent to (default 62201)",
@@ -76,6 +81,8 @@ _DOOR_KEYS = {
     "one_time_sequences": "a knockd One_Time_Sequences file used instead of sequence",
     "tcp_flags": "flags for TCP knocks read from one_time_sequences, e.g. 'syn,!ack'",
     "shell": "run commands written as strings through /bin/sh; the address is $1",
+    "engine": "'kernel' (nftables matches the knocks) or 'userspace' (the daemon does)",
+    "penalty": "seconds a source that breaks the sequence or scans is ignored (kernel engine)",
 }
 
 
@@ -88,6 +95,8 @@ class DaemonOptions:
     state_dir: str = DEFAULT_STATE_DIR
     log_file: str | None = None
     syslog: bool = False
+    engine: str = "kernel"
+    nflog_group: int = DEFAULT_LOG_GROUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +230,9 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     if not isinstance(raw_doors, list):
         raise top.error("door", "'door' must be an array of tables", "write [[door]] headers")
     doors = tuple(
-        _parse_door(raw, _Where(path, lines, "door", index)) for index, raw in enumerate(raw_doors)
+        _choose_engine(_parse_door(raw, _Where(path, lines, "door", index)), raw,
+                       _Where(path, lines, "door", index), options.engine)
+        for index, raw in enumerate(raw_doors)
     )
     spa = _parse_spa(data["spa"], path, lines) if "spa" in data else None
     fwknop = _parse_fwknop(data["fwknop"], _Where(path, lines, "fwknop")) \
@@ -314,7 +325,17 @@ def _parse_options(raw: Any, where: _Where) -> DaemonOptions:
         state_dir=_absolute_path(raw, "state_dir", DEFAULT_STATE_DIR, where),
         log_file=_absolute_path(raw, "log_file", None, where),
         syslog=_boolean(raw, "syslog", False, where),
+        engine=_engine_name(raw, where) or "kernel",
+        nflog_group=_number(raw, "nflog_group", DEFAULT_LOG_GROUP, where, 1, 65535, int),
     )
+
+
+def _engine_name(raw: Mapping[str, Any], where: _Where) -> str | None:
+    value = raw.get("engine")
+    if value is not None and value not in ENGINES:
+        raise where.error("engine", f"engine {value!r} is unknown",
+                          "use 'kernel' or 'userspace'")
+    return value
 
 
 def _absolute_path(raw: Mapping[str, Any], key: str, default: Any, where: _Where) -> Any:
@@ -357,6 +378,28 @@ def _parse_door(raw: Any, where: _Where) -> Door:
         shell=shell,
         **commands,
     )
+
+
+def _choose_engine(door: Door, raw: Mapping[str, Any], where: _Where, default: str) -> Door:
+    """An explicit engine is honoured or refused; the default falls back to userspace with
+    the reason kept for `knockgate check`."""
+    asked = _engine_name(raw, where) if isinstance(raw, dict) else None
+    penalty = _number(raw, "penalty", 0.0, where, 0, MAX_OPEN_FOR)
+    reason = kernel_reason(door)
+    if asked == "kernel" and reason:
+        raise where.error("engine", f"door {door.name!r} cannot run in the kernel: {reason}",
+                          "remove engine = 'kernel'")
+    engine = asked or default
+    if engine == "kernel" and reason:
+        engine, why = "userspace", f"the kernel cannot run it: {reason}"
+    elif asked:
+        why = "engine is set on the door"
+    else:
+        why = f"the default engine is {default}"
+    if penalty and engine != "kernel":
+        raise where.error("penalty", f"door {door.name!r}: penalty needs the kernel engine "
+                          f"({why})", "remove penalty or let the door run in the kernel")
+    return dataclasses.replace(door, engine=engine, engine_reason=why, penalty=penalty)
 
 
 def _door_sequence(raw: Mapping[str, Any], where: _Where, name: str,
@@ -662,6 +705,8 @@ def describe(config: Config) -> list[str]:
         opens = ", ".join(str(p) for p in door.open) or "nothing"
         lines.append(f"door {door.name} (line {door.line}): knock {knocks} within "
                      f"{door.timeout:g}s -> open {opens} for {door.open_for:g}s")
+        lines.append(f"  engine {door.engine}: {door.engine_reason}"
+                     + (f"; penalty {door.penalty:g}s" if door.penalty else ""))
         if door.command:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from knockgate.core.decode import decode
 from knockgate.core.engine import Engine
 from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
 from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
+from knockgate.core.kernel_doors import KernelSettings, door_of_prefix
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.spa import PACKET_SIZE as SPA_PACKET_SIZE
 from knockgate.core.spa import VERSION as SPA_VERSION
@@ -31,6 +33,7 @@ from knockgate.io.bpf import datagram_length_clause, fixed_datagram_clause, port
 from knockgate.io.capture import Capture
 from knockgate.io.commands import run_command
 from knockgate.io.netlink import LocalAddresses
+from knockgate.io.nflog import NflogListener
 from knockgate.io.nft import Nftables
 from knockgate.io.notify import notify
 from knockgate.io.onetime import consume_one_time
@@ -70,7 +73,7 @@ def spa_ports(config: Config) -> list[PortSpec]:
     return sorted(ports, key=lambda s: (s.proto, s.port))
 
 
-def capture_filter(config: Config, engine: Engine) -> str:
+def capture_filter(config: Config, engine: Engine) -> str | None:
     """Knock ports, and SPA datagrams of the one valid length and version: a flood of garbage
     at the SPA port is dropped in the kernel, never copied to Python."""
     spa = []
@@ -78,6 +81,8 @@ def capture_filter(config: Config, engine: Engine) -> str:
         spa.append(fixed_datagram_clause(config.spa.port, SPA_PACKET_SIZE, SPA_VERSION))
     if config.fwknop is not None:
         spa.append(datagram_length_clause(config.fwknop.port, FWKNOP_MIN, FWKNOP_MAX))
+    if not engine.watched_ports() and not spa:
+        return None  # every door runs in the kernel: nothing for userspace to capture
     return port_filter(engine.watched_ports(), spa)
 
 
@@ -94,7 +99,7 @@ class _Running:
 
     config: Config
     engine: Engine
-    capture: Capture
+    capture: Capture | None
     doors: dict[str, Door]
     spa: SpaService | None
     fwknop: FwknopService | None
@@ -118,6 +123,9 @@ class Daemon:
         self._running: _Running | None = None
         self._batch_started = 0.0
         self._stage_log = LogBudget(rate=_STAGE_LOGS_PER_SECOND, burst=_STAGE_LOG_BURST)
+        self._nflog: NflogListener | None = None
+        # Random per run, so a flooder cannot aim at a real client's overflow bucket.
+        self._overflow_seed = int.from_bytes(os.urandom(4), "big")
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -143,7 +151,8 @@ class Daemon:
             await self._teardown(loop)
 
     def _prepare(self, config: Config) -> _Running:
-        engine = Engine(config.doors, config.options.max_pending)
+        engine = Engine([d for d in config.doors if d.engine == "userspace"],
+                        config.options.max_pending)
         state_dir, now = config.options.state_dir, self._wall_clock()
         spa = fwknop = None
         if config.spa is not None:
@@ -152,7 +161,8 @@ class Daemon:
             fwknop = FwknopService(config.fwknop, self._replay_store(state_dir, FWKNOP_FILE),
                                    now)
         interfaces = self._interface_override or config.options.interfaces
-        capture = Capture(capture_filter(config, engine), interfaces)
+        expression = capture_filter(config, engine)
+        capture = Capture(expression, interfaces) if expression else None
         return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa,
                         fwknop)
 
@@ -165,7 +175,39 @@ class Daemon:
 
     def _install(self, config: Config) -> None:
         assert self._nft is not None
-        self._nft.install(list(config.doors), hidden_ports(config), spa_ports(config))
+        self._nft.install(list(config.doors), hidden_ports(config), spa_ports(config),
+                          KernelSettings(config.options.nflog_group,
+                                         min(config.options.max_pending, 1 << 20),
+                                         self._overflow_seed))
+        self._listen_for_kernel_openings(config)
+
+    def _listen_for_kernel_openings(self, config: Config) -> None:
+        """Kernel doors report each opening to an NFLOG group; the daemon logs it and runs
+        the door's commands."""
+        wanted = any(door.engine == "kernel" for door in config.doors)
+        group = config.options.nflog_group
+        if self._nflog is not None and (not wanted or self._nflog.group != group):
+            asyncio.get_running_loop().remove_reader(self._nflog.fileno())
+            self._nflog.close()
+            self._nflog = None
+        if wanted and self._nflog is None:
+            self._nflog = NflogListener(group)
+            asyncio.get_running_loop().add_reader(self._nflog.fileno(), self._on_kernel_open)
+
+    def _on_kernel_open(self) -> None:
+        assert self._nflog is not None and self._running is not None
+        lost = self._nflog.lost
+        for event in self._nflog.drain():
+            name = door_of_prefix(event.prefix)
+            door = self._running.doors.get(name or "")
+            if door is None or door.engine != "kernel":
+                continue
+            log.info("door %s: opened %s for %s for %gs (in the kernel)", door.name,
+                     ", ".join(map(str, door.open)) or "nothing", event.source, door.open_for)
+            self._start_commands(door, event.source)
+        if self._nflog.lost > lost:
+            log.warning("NFLOG overflowed: some kernel openings were not reported, so their "
+                        "commands did not run")
 
     def _schedule_prune(self) -> None:
         running = self._running
@@ -175,7 +217,13 @@ class Daemon:
         asyncio.get_running_loop().call_later(_PRUNE_EVERY, self._schedule_prune)
 
     def _watch(self, running: _Running) -> None:
-        asyncio.get_running_loop().add_reader(running.capture.fileno(), self._on_packets)
+        if running.capture is not None:
+            asyncio.get_running_loop().add_reader(running.capture.fileno(), self._on_packets)
+
+    def _unwatch(self, running: _Running) -> None:
+        if running.capture is not None:
+            asyncio.get_running_loop().remove_reader(running.capture.fileno())
+            running.capture.close()
 
     def _stop(self, signum: int) -> None:
         log.info("received %s; closing every door and exiting", signal.Signals(signum).name)
@@ -186,11 +234,13 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         if self._running is not None:
-            loop.remove_reader(self._running.capture.fileno())
-            self._running.capture.close()
+            self._unwatch(self._running)
         if self._addresses is not None:
             loop.remove_reader(self._addresses.fileno())
             self._addresses.close()
+        if self._nflog is not None:
+            loop.remove_reader(self._nflog.fileno())
+            self._nflog.close()
         await self._run_pending_stop_commands()
         if self._nft is not None:
             try:
@@ -229,13 +279,12 @@ class Daemon:
         try:
             self._install(config)
         except KnockgateError as exc:
-            fresh.capture.close()
+            if fresh.capture is not None:
+                fresh.capture.close()
             log.error("reload failed, still serving the previous configuration: %s", exc)
             notify("READY=1")
             return
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(old.capture.fileno())
-        old.capture.close()
+        self._unwatch(old)
         self._running = fresh
         self._watch(fresh)
         self._log_doors(config, "reloaded")
@@ -253,6 +302,7 @@ class Daemon:
         assert running is not None and addresses is not None
         now = self._clock()
         self._batch_started = time.perf_counter()
+        assert running.capture is not None
         try:
             batch = list(running.capture.drain())
         except OSError as exc:
@@ -348,8 +398,9 @@ class Daemon:
             return False
         running.doors[door.name] = following
         running.engine.replace_door(following)
-        if running.engine.watched_ports() or _spa_ports(running):
-            running.capture.replace_filter(capture_filter(running.config, running.engine))
+        expression = capture_filter(running.config, running.engine)
+        if expression is not None and running.capture is not None:
+            running.capture.replace_filter(expression)
         # else: nothing is left to watch; the old filter only lets through knocks nobody counts
         if following.sequence:
             log.info("door %s: one-time sequence used; the next line of %s is armed",
@@ -388,9 +439,9 @@ class Daemon:
 
     def _log_doors(self, config: Config, verb: str) -> None:
         for door in config.doors:
-            log.info("%s door %s: %d knocks, opens %s for %gs", verb, door.name,
+            log.info("%s door %s: %d knocks, opens %s for %gs, %s engine (%s)", verb, door.name,
                      len(door.sequence), ", ".join(str(p) for p in door.open) or "nothing",
-                     door.open_for)
+                     door.open_for, door.engine, door.engine_reason)
         if config.spa is not None:
             log.info("%s spa on udp:%d with %d key(s): %s", verb, config.spa.port,
                      len(config.spa.keys), ", ".join(e.key.name for e in config.spa.keys))

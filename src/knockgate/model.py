@@ -98,6 +98,11 @@ class Door:
     target: IPv4Address | IPv6Address | None = None
     one_time: OneTimeSource | None = None
     shell: bool = False
+    # "kernel": nftables matches the knocks itself; "userspace": the daemon does.
+    engine: str = "userspace"
+    engine_reason: str = ""
+    # Seconds a source that breaks the sequence (or scans) is ignored; kernel engine only.
+    penalty: float = 0.0
 
     def commands_for(self, source: IPv4Address | IPv6Address) -> tuple[tuple[str, ...],
                                                                        tuple[str, ...]]:

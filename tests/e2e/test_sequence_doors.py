@@ -7,6 +7,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
 from tests.e2e.conftest import knockgate_cli, need_tool
 
@@ -17,7 +19,13 @@ sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
 timeout = 5
 open = ["tcp:22"]
 open_for = {open_for}
+engine = "{engine}"
 """
+BOTH = pytest.mark.parametrize("engine", ["userspace", "kernel"])
+
+
+def door(open_for: float, engine: str = "userspace") -> str:
+    return DOOR.format(open_for=open_for, engine=engine)
 
 
 def knock(bed, *frames: str, host: str = SERVER_V4) -> None:
@@ -25,9 +33,10 @@ def knock(bed, *frames: str, host: str = SERVER_V4) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_opens_for_the_knocker_only_then_closes(bed, serve):
+@BOTH
+def test_opens_for_the_knocker_only_then_closes(bed, serve, engine):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=1.5))
+    daemon = serve(door(1.5, engine))
     assert not bed.can_connect(SERVER_V4, 22), "protected port must look dropped before a knock"
 
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
@@ -42,7 +51,7 @@ def test_opens_for_the_knocker_only_then_closes(bed, serve):
 
 def test_established_connection_outlives_the_grant(bed, serve):
     listener = bed.listen(22)
-    serve(DOOR.format(open_for=1))
+    serve(door(1))
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None
     client = bed.make_socket(bed.client, socket.AF_INET, socket.SOCK_STREAM)
@@ -62,20 +71,25 @@ def test_established_connection_outlives_the_grant(bed, serve):
     server_side.close()
 
 
-def test_wrong_order_stays_shut(bed, serve):
+@BOTH
+def test_wrong_order_stays_shut(bed, serve, engine):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5, engine))
     knock(bed, "tcp:7000", "tcp:9000", "udp:8000")
-    daemon.wait_for("reset (knock out of order)")
+    if engine == "userspace":
+        daemon.wait_for("reset (knock out of order)")
+    else:
+        time.sleep(0.2)
     assert not bed.can_connect(SERVER_V4, 22)
     knock(bed, "udp:8000", "tcp:7000", "tcp:9000")  # a stray first knock, then wrong again
     assert not bed.can_connect(SERVER_V4, 22)
     assert "opened" not in daemon.log
 
 
-def test_ipv6(bed, serve):
+@BOTH
+def test_ipv6(bed, serve, engine):
     bed.listen(22, socket.AF_INET6)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5, engine))
     assert not bed.can_connect(SERVER_V6, 22)
     knock(bed, "-6", "tcp:7000", "udp:8000", "tcp:9000", host=SERVER_V6)
     assert bed.wait_until_open(SERVER_V6, 22) is not None, daemon.log
@@ -83,27 +97,30 @@ def test_ipv6(bed, serve):
     assert not bed.can_connect(SERVER_V4, 22), "an IPv6 grant opens nothing for IPv4"
 
 
-def test_flag_knocks_by_raw_packets(bed, serve):
+@BOTH
+def test_flag_knocks_by_raw_packets(bed, serve, engine):
     bed.listen(22)
-    daemon = serve(DOOR.replace('["tcp:7000", "udp:8000", "tcp:9000"]',
-                                '["tcp:110:x", "tcp:110:up", "tcp:110:n", "tcp:7000:fa"]')
-                   .format(open_for=5))
+    daemon = serve(door(5, engine).replace('["tcp:7000", "udp:8000", "tcp:9000"]',
+                                           '["tcp:110:x", "tcp:110:up", "tcp:110:n", '
+                                           '"tcp:7000:fa"]'))
     knock(bed, "tcp:110:x", "tcp:110:up", "tcp:110:n", "tcp:7000:fa")
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
 
 
-def test_knockd_client_opens_a_knockgate_door(bed, serve):
+@BOTH
+def test_knockd_client_opens_a_knockgate_door(bed, serve, engine):
     knock_tool = need_tool("knock")
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5, engine))
     result = bed.run(bed.client, knock_tool, SERVER_V4, "7000", "8000:udp", "9000")
     assert result.returncode == 0, result.stderr
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
 
 
-def test_commands_run_with_placeholders_and_stop_after_delay(bed, serve, tmp_path: Path):
+@BOTH
+def test_commands_run_with_placeholders_and_stop_after_delay(bed, serve, tmp_path: Path, engine):
     bed.listen(22)
-    config = DOOR.format(open_for=5) + (
+    config = door(5, engine) + (
         f'command = ["/usr/bin/touch", "{tmp_path}/opened-{{door}}-{{ip}}"]\n'
         f'stop_command = ["/usr/bin/touch", "{tmp_path}/closed-{{ip}}"]\n'
         "command_delay = 1\n"
@@ -119,7 +136,7 @@ def test_commands_run_with_placeholders_and_stop_after_delay(bed, serve, tmp_pat
 
 def test_failing_command_is_logged_not_fatal(bed, serve):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=5) + 'command = ["/bin/false"]\n')
+    daemon = serve(door(5) + 'command = ["/bin/false"]\n')
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     daemon.wait_for("/bin/false failed with status 1")
     assert bed.can_connect(SERVER_V4, 22)
@@ -128,7 +145,7 @@ def test_failing_command_is_logged_not_fatal(bed, serve):
 
 def test_new_local_address_is_watched_live(bed, serve):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5))
     bed.run(bed.server, "ip", "addr", "add", "10.201.5.1/16", "dev", bed.server_if)
     daemon.wait_for("address 10.201.5.1 added")
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000", host="10.201.5.1")
@@ -138,7 +155,7 @@ def test_new_local_address_is_watched_live(bed, serve):
 def test_knocks_to_other_destinations_do_not_count(bed, serve):
     """A packet the host would forward is not a knock on this host."""
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5))
     bed.run(bed.client, "ip", "route", "add", "10.201.9.9/32", "via", SERVER_V4)
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000", host="10.201.9.9")
     time.sleep(0.3)
@@ -149,7 +166,7 @@ def test_knocks_to_other_destinations_do_not_count(bed, serve):
 def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
     bed.listen(22)
     bed.listen(2222)
-    daemon = serve(DOOR.format(open_for=5))
+    daemon = serve(door(5))
     config = tmp_path / "knockgate.toml"
     config.write_text(config.read_text() + "\nbogus = [\n")
     mark = daemon.mark()
@@ -159,7 +176,7 @@ def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
 
-    config.write_text(DOOR.format(open_for=5).replace('"tcp:22"', '"tcp:2222"'))
+    config.write_text(door(5).replace('"tcp:22"', '"tcp:2222"'))
     mark = daemon.mark()
     daemon.signal(signal.SIGHUP)
     daemon.wait_for("reloaded door ssh", after=mark)
@@ -169,9 +186,10 @@ def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
     assert bed.wait_until_open(SERVER_V4, 2222) is not None, daemon.log
 
 
-def test_sigterm_removes_every_rule_within_a_second(bed, serve):
+@BOTH
+def test_sigterm_removes_every_rule_within_a_second(bed, serve, engine):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=30))
+    daemon = serve(door(30, engine))
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None
     assert "table inet knockgate" in bed.run(bed.server, "nft", "list", "ruleset").stdout
@@ -180,9 +198,10 @@ def test_sigterm_removes_every_rule_within_a_second(bed, serve):
     assert "knockgate" not in bed.run(bed.server, "nft", "list", "ruleset").stdout
 
 
-def test_grants_expire_in_the_kernel_even_if_the_daemon_dies(bed, serve):
+@BOTH
+def test_grants_expire_in_the_kernel_even_if_the_daemon_dies(bed, serve, engine):
     bed.listen(22)
-    daemon = serve(DOOR.format(open_for=1))
+    daemon = serve(door(1, engine))
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None
     daemon.process.kill()
@@ -199,7 +218,7 @@ def test_check_reports_file_line_and_hint(bed, tmp_path: Path):
     assert result.returncode == 3
     assert result.stderr.startswith(f"{config}:3: port 99999 is out of range")
     assert "hint:" in result.stderr
-    config.write_text(DOOR.format(open_for=5))
+    config.write_text(door(5))
     result = knockgate_cli(bed, bed.server, "check", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "door ssh" in result.stdout and "open tcp:22 for 5s" in result.stdout

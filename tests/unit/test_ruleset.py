@@ -19,10 +19,10 @@ GOLDEN = """\
 add table inet knockgate
 add chain inet knockgate input { type filter hook input priority filter - 10; policy accept; }
 flush chain inet knockgate input
-add set inet knockgate ssh_v4 { type ipv4_addr; flags timeout; }
-add set inet knockgate ssh_v6 { type ipv6_addr; flags timeout; }
-add set inet knockgate vpn_v4 { type ipv4_addr; flags timeout; }
-add set inet knockgate vpn_v6 { type ipv6_addr; flags timeout; }
+add set inet knockgate ssh_v4 { type ipv4_addr; flags dynamic,timeout; }
+add set inet knockgate ssh_v6 { type ipv6_addr; flags dynamic,timeout; }
+add set inet knockgate vpn_v4 { type ipv4_addr; flags dynamic,timeout; }
+add set inet knockgate vpn_v6 { type ipv6_addr; flags dynamic,timeout; }
 delete set inet knockgate old_v4
 add rule inet knockgate input iif "lo" accept
 add rule inet knockgate input ct state established,related accept

@@ -8,7 +8,8 @@ one of the sets of a door that opens it; established connections are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from knockgate.model import Door, PortSpec
 
@@ -44,11 +45,23 @@ def _port_set(ports: list[int]) -> str:
     return "{ " + ", ".join(str(p) for p in ports) + " }"
 
 
+@dataclass(frozen=True, slots=True)
+class Spliced:
+    """Commands another renderer (core/kernel_doors.py) adds to the transaction:
+    ``declarations`` right after the input chain's flush, ``rules`` before its drops, and the
+    names of the ``sets`` they own, which must not be deleted as stale."""
+
+    declarations: Sequence[str] = ()
+    rules: Sequence[str] = ()
+    sets: frozenset[str] = frozenset()
+
+
 def render_ruleset(
     doors: Iterable[Door],
     hidden: Iterable[PortSpec] = (),
     existing_sets: Iterable[str] = (),
     port_grants: Iterable[PortSpec] = (),
+    spliced: Spliced = Spliced(),
 ) -> str:
     """One transaction that creates or updates the table in place.
 
@@ -58,17 +71,20 @@ def render_ruleset(
     """
     doors, port_grants = list(doors), sorted(set(port_grants), key=lambda s: (s.proto, s.port))
     wanted = door_sets(doors) | ({port_set_name(4), port_set_name(6)} if port_grants else set())
+    wanted |= spliced.sets
     commands = [
         f"add table {_TABLE_REF}",
         f"add chain {_TABLE_REF} {CHAIN} "
         "{ type filter hook input priority filter - 10; policy accept; }",
         f"flush chain {_TABLE_REF} {CHAIN}",
+        *spliced.declarations,
     ]
     for door in doors:
         for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            # dynamic: a kernel door's rule adds to it; nft 1.0.6 then insists on the flag.
             commands.append(
                 f"add set {_TABLE_REF} {set_name(door.name, version)} "
-                f"{{ type {kind}; flags timeout; }}"
+                f"{{ type {kind}; flags dynamic,timeout; }}"
             )
     if port_grants:
         for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
@@ -79,12 +95,14 @@ def render_ruleset(
     commands += [f"delete set {_TABLE_REF} {name}"
                  for name in sorted(set(existing_sets) - wanted)]
     commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}"
-                 for rule in _rules(doors, hidden, port_grants)]
+                 for rule in _accept_rules(doors, port_grants)]
+    commands += spliced.rules
+    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}"
+                 for rule in _drop_rules(doors, hidden, port_grants)]
     return "\n".join(commands) + "\n"
 
 
-def _rules(doors: list[Door], hidden: Iterable[PortSpec],
-           port_grants: list[PortSpec]) -> list[str]:
+def _accept_rules(doors: list[Door], port_grants: list[PortSpec]) -> list[str]:
     rules = ['iif "lo" accept', "ct state established,related accept"]
     if port_grants:
         for version, family in ((4, "ip"), (6, "ip6")):
@@ -97,10 +115,14 @@ def _rules(doors: list[Door], hidden: Iterable[PortSpec],
                     f"{proto} dport {_port_set(ports)} {family} saddr "
                     f"@{set_name(door.name, version)} accept"
                 )
-    protected = [spec for door in doors for spec in door.open] + port_grants
-    for proto, ports in _ports_by_proto([*protected, *hidden]).items():
-        rules.append(f"{proto} dport {_port_set(ports)} drop")
     return rules
+
+
+def _drop_rules(doors: list[Door], hidden: Iterable[PortSpec],
+                port_grants: list[PortSpec]) -> list[str]:
+    protected = [spec for door in doors for spec in door.open] + port_grants
+    return [f"{proto} dport {_port_set(ports)} drop"
+            for proto, ports in _ports_by_proto([*protected, *hidden]).items()]
 
 
 def render_teardown() -> str:

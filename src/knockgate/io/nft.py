@@ -7,9 +7,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from knockgate.core.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
 from knockgate.core.ruleset import (
     FAMILY,
     TABLE,
+    Spliced,
     port_set_name,
     render_ruleset,
     render_teardown,
@@ -64,8 +66,25 @@ class Nftables:
         }
 
     def install(self, doors: list[Door], hidden: list[PortSpec],
-                port_grants: list[PortSpec] | None = None) -> None:
-        self.run(render_ruleset(doors, hidden, self.existing_sets(), port_grants or []))
+                port_grants: list[PortSpec] | None = None,
+                kernel: KernelSettings | None = None) -> None:
+        """Apply the whole table in one transaction; doors with engine "kernel" get their
+        knock rules too (``kernel`` is then required)."""
+        existing = self.existing_sets()
+        in_kernel = [door for door in doors if door.engine == "kernel"]
+        spliced = Spliced()
+        if in_kernel:
+            assert kernel is not None
+            penalties = {door.name: door.penalty for door in in_kernel}
+            rules = render_kernel_doors(in_kernel, kernel, penalties, existing)
+            spliced = Spliced(rules.declarations, rules.rules,
+                              frozenset(kernel_set_names(in_kernel, penalties)))
+        else:
+            # The knock chains exist once a kernel door was installed; empty them so stale
+            # stage sets lose their last reference and can be deleted.
+            spliced = Spliced(render_kernel_doors([], KernelSettings(), {}, existing)
+                              .declarations)
+        self.run(render_ruleset(doors, hidden, existing, port_grants or [], spliced))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
         self._elements.grant(set_name(door, source.version), [source.packed],

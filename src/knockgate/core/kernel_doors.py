@@ -1,0 +1,310 @@
+"""Sequence doors run by nftables itself: the knock state machine as set operations per packet.
+
+A kernel door costs no userspace work per packet. The daemon still learns of every opening: the
+rule that opens the door also logs the packet to an NFLOG group with the prefix ``kg:<door>``
+(io/nflog.py reads it), so openings are logged and the door's commands run as usual.
+
+Layout, for door ``ssh`` with frames F1..Fn and each IP version (v4 shown):
+
+- ``ssh-stage1_v4`` .. ``ssh-stage<n-1>_v4``: sources that matched exactly k frames
+  (``flags dynamic,timeout; size N``). A source sits in at most one of them.
+- ``ssh-overflow_v4``: where a first knock goes while ``ssh-stage1_v4`` is full (see below).
+- ``ssh-penalty_v4``, only with a penalty: sources whose knocks are ignored for a while.
+- ``ssh_v4``, the door's grant set from core/ruleset.py: Fn adds the source with ``open_for``.
+
+The input chain sends TCP and UDP packets addressed to this host (``meta pkttype host``: like the
+userspace engine, broadcast and multicast never count) to ``knock_v4`` / ``knock_v6``. The rules
+there carry no verdict, so every door sees every packet (doors may share frames) and the input
+chain still decides the packet's fate afterwards: ``hide_knock_ports`` drops knock packets there,
+and a door that knocks on a public port (tcp:80) keeps that port working. Per door, stages come
+highest first, so a packet that promotes a source is not looked at again by the stage it entered:
+
+1. In stage k and Fk+1: leave stage k, enter stage k+1; from stage n-1, open and log instead.
+2. In stage k and anything but Fk (a retransmission of the step just matched changes nothing):
+   leave stage k and, with a penalty, enter the penalty box. This covers knocks out of order and
+   the scan case: ANY other TCP or UDP packet from the source, to any port. (ICMP does not
+   count: neighbour discovery and path MTU messages come from the knocker mid-sequence.)
+3. F1 from a source in no stage and not penalised: enter stage 1. After a reset by rule 2 the
+   same packet may start over here, so a knock out of order that is F1 restarts the sequence,
+   as in core/sequence.py (unless it earned a penalty).
+
+Timeouts. core/sequence.py expires an attempt ``timeout`` seconds after its FIRST knock; a set
+element's timeout is a constant given when it is added, so nftables cannot carry the remaining
+time from one stage to the next. Each stage keeps its sources for ``timeout / (n - 1)``: every
+sequence the kernel accepts completed within ``timeout`` of its first knock (never looser than
+the userspace engine), but one whose gaps are uneven may be refused although its total fits.
+
+Differences from core/sequence.py, all on the strict side:
+- A packet on a knock port whose TCP flags match none of the door's frames is a reset, not
+  ignored (rule 2); so is a knock on another door's port while in the middle of this one.
+- A penalised source (scan or wrong order while knocking) has all its knocks ignored for
+  ``penalty`` seconds. Anyone who can spoof your address can put you there: keep it short.
+
+Bounded state under a spoofed first-knock flood. Stage sets have a size; nftables never evicts,
+and an ``add`` to a full set fails. So a first knock that finds stage 1 full is remembered in
+``ssh-overflow_v4`` instead: a set of ``jhash(source) mod N`` buckets (seeded by the caller), at
+most N elements however many sources flood. A source whose bucket is set counts as in stage 1.
+The real client's first knock always lands (its own bucket), so the door still opens during a
+flood; the price, only while stage 1 is full, is that a source whose bucket a flooder happened to
+set may skip F1 (it still needs F2..Fn in order). Bucket resets never penalise (a bucket is
+shared). Later stages have no overflow: filling them takes the knocks before them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, set_name
+from knockgate.model import Door, Frame, TcpFlag
+
+LOG_PREFIX = "kg:"
+DEFAULT_LOG_GROUP = 0x6B67  # "kg"
+DEFAULT_STAGE_SIZE = 16384
+# One jiffy at HZ=100 is 10 ms; a stage shorter than two could expire the moment it starts.
+MIN_STAGE_MS = 20
+_TABLE_REF = f"{FAMILY} {TABLE}"
+_VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
+_FLAG_WORDS = (
+    (TcpFlag.FIN, "fin"), (TcpFlag.SYN, "syn"), (TcpFlag.RST, "rst"),
+    (TcpFlag.PSH, "psh"), (TcpFlag.ACK, "ack"), (TcpFlag.URG, "urg"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSettings:
+    """Knobs shared by every kernel door. ``overflow_seed`` is the jhash seed of the overflow
+    buckets; the daemon passes a random one so flooders cannot aim at a client's bucket."""
+
+    log_group: int = DEFAULT_LOG_GROUP
+    stage_size: int = DEFAULT_STAGE_SIZE
+    overflow_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.log_group <= 0xFFFF:
+            raise ValueError("log_group must be 0-65535")
+        if self.stage_size < 1:
+            raise ValueError("stage_size must be at least 1")
+        if not 0 <= self.overflow_seed <= 0xFFFFFFFF:
+            raise ValueError("overflow_seed must fit in 32 bits")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRules:
+    """nft commands to splice into core/ruleset.render_ruleset's transaction.
+
+    ``declarations`` go right after ``flush chain inet knockgate input``: they (re)create the
+    ``knock_v4``/``knock_v6`` chains, flushed even when no door runs in the kernel so sets of
+    removed doors lose their last reference, and recreate every stage set so a changed size or
+    timeout applies. ``rules`` go after the accept rules and before the drops of the input chain.
+    """
+
+    declarations: list[str]
+    rules: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _DoorSets:
+    """The set names of one door for one IP version."""
+
+    family: str
+    stages: tuple[str, ...]  # stages[k - 1] holds the sources that matched k frames
+    overflow: str
+    penalty: str | None
+    grant: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.family} saddr"
+
+
+def log_prefix(door: str) -> str:
+    return f"{LOG_PREFIX}{door}"
+
+
+def door_of_prefix(prefix: str) -> str | None:
+    """The door an NFLOG prefix announces, or None if it is not one of ours."""
+    if not prefix.startswith(LOG_PREFIX) or len(prefix) == len(LOG_PREFIX):
+        return None
+    return prefix[len(LOG_PREFIX):]
+
+
+def stage_timeout_ms(door: Door) -> int:
+    """How long a source stays in each stage: the door's timeout split over its gaps."""
+    gaps = max(1, len(door.sequence) - 1)
+    return int(door.timeout * 1000) // gaps
+
+
+def kernel_reason(door: Door) -> str | None:
+    """Why ``door`` cannot run in the kernel, or None if it can.
+
+    Every frame (TCP flags under any mask, UDP) is expressible in nftables, and commands are run
+    by the daemon on the NFLOG event. What the rules cannot do is change themselves, see
+    packets the input hook never gets, or time very short stages.
+    """
+    if door.one_time is not None or not door.sequence:
+        return ("its sequence comes from a one-time file, which the daemon advances after each "
+                "use; use the userspace engine")
+    if door.target is not None:
+        return ("it has a target, which may be an address this host forwards for; the input "
+                "hook only sees packets for this host; use the userspace engine")
+    if len(door.sequence) > 1 and stage_timeout_ms(door) < MIN_STAGE_MS:
+        return (f"its timeout of {door.timeout:g}s split over {len(door.sequence) - 1} gaps "
+                f"gives {stage_timeout_ms(door)} ms per knock, under the kernel's "
+                f"{MIN_STAGE_MS} ms; raise timeout or use the userspace engine")
+    return None
+
+
+def _has_penalty(door: Door, penalties: Mapping[str, float]) -> bool:
+    return len(door.sequence) > 1 and penalties.get(door.name, 0) > 0
+
+
+def _sets(door: Door, version: int, family: str, penalised: bool) -> _DoorSets:
+    name = door.name
+    return _DoorSets(
+        family=family,
+        stages=tuple(f"{name}-stage{k}_v{version}" for k in range(1, len(door.sequence))),
+        overflow=f"{name}-overflow_v{version}",
+        penalty=f"{name}-penalty_v{version}" if penalised else None,
+        grant=set_name(name, version),
+    )
+
+
+def _bucket(sets: _DoorSets, settings: KernelSettings) -> str:
+    return (f"jhash {sets.source} mod {settings.stage_size} "
+            f"seed 0x{settings.overflow_seed:08x}")
+
+
+def kernel_set_names(doors: Iterable[Door], penalties: Mapping[str, float] | None = None
+                     ) -> set[str]:
+    """Every set the kernel doors own (not their grant sets), for render_ruleset's ``wanted``."""
+    names: set[str] = set()
+    for door in doors:
+        for version, family, _ in _VERSIONS:
+            sets = _sets(door, version, family, _has_penalty(door, penalties or {}))
+            names.update(sets.stages)
+            if sets.stages:
+                names.add(sets.overflow)
+            if sets.penalty:
+                names.add(sets.penalty)
+    return names
+
+
+def render_kernel_doors(doors: Sequence[Door], settings: KernelSettings,
+                        penalties: Mapping[str, float] | None = None,
+                        existing_sets: Iterable[str] = ()) -> KernelRules:
+    """Declarations and rules for ``doors``, which must all pass ``kernel_reason``.
+
+    ``penalties`` maps a door name to seconds in the penalty box (absent or 0: none).
+    """
+    penalties = penalties or {}
+    for door in doors:
+        reason = kernel_reason(door)
+        if reason is not None:
+            raise ValueError(f"door {door.name!r} cannot run in the kernel: {reason}")
+    existing = set(existing_sets)
+    declarations = [command for version in (4, 6)
+                    for command in (f"add chain {_TABLE_REF} knock_v{version}",
+                                    f"flush chain {_TABLE_REF} knock_v{version}")]
+    rules = []
+    if doors:
+        rules.append(f"add rule {_TABLE_REF} {CHAIN} meta pkttype host meta l4proto {{ tcp, udp }} "
+                     "meta nfproto vmap { ipv4 : jump knock_v4, ipv6 : jump knock_v6 }")
+    for version, family, kind in _VERSIONS:
+        for door in doors:
+            sets = _sets(door, version, family, _has_penalty(door, penalties))
+            declarations += _declarations(door, sets, kind, settings,
+                                          penalties.get(door.name, 0), existing)
+            rules += [f"add rule {_TABLE_REF} knock_v{version} {rule}"
+                      for rule in _door_rules(door, sets, settings)]
+    return KernelRules(declarations, rules)
+
+
+def _declarations(door: Door, sets: _DoorSets, kind: str, settings: KernelSettings,
+                  penalty: float, existing: set[str]) -> list[str]:
+    size, stage_ms = settings.stage_size, stage_timeout_ms(door)
+    wanted = [(stage, f"type {kind}", stage_ms) for stage in sets.stages]
+    if sets.stages:
+        # The bucket is a jhash, an integer: nft 1.0.6 crashes listing a set declared
+        # "typeof jhash ...", so the key is declared as another integer of the same width.
+        wanted.append((sets.overflow, f"typeof numgen random mod {size}", stage_ms))
+    if sets.penalty:
+        wanted.append((sets.penalty, f"type {kind}", max(1, round(penalty * 1000))))
+    commands = []
+    for name, key, timeout_ms in wanted:
+        if name in existing:
+            commands.append(f"delete set {_TABLE_REF} {name}")
+        commands.append(f"add set {_TABLE_REF} {name} "
+                        f"{{ {key}; size {size}; flags dynamic,timeout; timeout {timeout_ms}ms; }}")
+    return commands
+
+
+def _door_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[str]:
+    rules = []
+    for k in range(len(sets.stages), 0, -1):
+        member = f"{sets.source} @{sets.stages[k - 1]}"
+        leave = f"delete @{sets.stages[k - 1]} {{ {sets.source} }}"
+        rules += _stage_rules(door, sets, settings, k, member, leave, exact=True)
+        if k == 1:
+            bucket = _bucket(sets, settings)
+            rules += _stage_rules(door, sets, settings, k, f"{bucket} @{sets.overflow}",
+                                  f"delete @{sets.overflow} {{ {bucket} }}", exact=False)
+    return rules + _start_rules(door, sets, settings)
+
+
+def _stage_rules(door: Door, sets: _DoorSets, settings: KernelSettings, k: int, member: str,
+                 leave: str, exact: bool) -> list[str]:
+    """Rules 1 and 2 for a source in stage ``k``, known by ``member`` and removed by ``leave``."""
+    frames = door.sequence
+    guard = f" {sets.source} != @{sets.penalty}" if sets.penalty and not exact else ""
+    if k + 1 == len(frames):
+        step = _open_statements(door, sets, settings)
+    else:
+        step = f"add @{sets.stages[k]} {{ {sets.source} }}"
+    rules = [f"{member}{guard} {_match(frames[k])} {leave} {step}"]
+    punish = f" add @{sets.penalty} {{ {sets.source} }}" if sets.penalty and exact else ""
+    rules += [f"{member} {other} {leave}{punish}" for other in _not_match(frames[k - 1])]
+    return rules
+
+
+def _start_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[str]:
+    """Rule 3. The second rule only fires when the first one's add found stage 1 full: the
+    source is then still outside it, and its bucket goes to the overflow set instead."""
+    fresh = " ".join([_match(door.sequence[0]),
+                      *(f"{sets.source} != @{stage}" for stage in sets.stages),
+                      *([f"{sets.source} != @{sets.penalty}"] if sets.penalty else [])])
+    if not sets.stages:
+        return [f"{fresh} {_open_statements(door, sets, settings)}"]
+    return [f"{fresh} add @{sets.stages[0]} {{ {sets.source} }}",
+            f"{fresh} add @{sets.overflow} {{ {_bucket(sets, settings)} }}"]
+
+
+def _open_statements(door: Door, sets: _DoorSets, settings: KernelSettings) -> str:
+    log = f'log prefix "{log_prefix(door.name)}" group {settings.log_group}'
+    if not door.open:
+        return log
+    open_ms = round(door.open_for * 1000)
+    return f"update @{sets.grant} {{ {sets.source} timeout {open_ms}ms }} {log}"
+
+
+def _flag_words(bits: int) -> str:
+    return "|".join(word for flag, word in _FLAG_WORDS if bits & flag) or "0x0"
+
+
+def _match(frame: Frame) -> str:
+    if frame.proto == "udp":
+        return f"udp dport {frame.port}"
+    if not frame.flags_mask:
+        return f"tcp dport {frame.port}"
+    return (f"tcp dport {frame.port} tcp flags & ({_flag_words(frame.flags_mask)}) == "
+            f"{_flag_words(frame.flags_value)}")
+
+
+def _not_match(frame: Frame) -> list[str]:
+    """Conditions that each catch part of "not ``frame``"; together they catch all of it."""
+    conditions = [f"meta l4proto . th dport != {{ {frame.proto} . {frame.port} }}"]
+    if frame.proto == "tcp" and frame.flags_mask:
+        conditions.append(f"tcp dport {frame.port} tcp flags & "
+                          f"({_flag_words(frame.flags_mask)}) != "
+                          f"{_flag_words(frame.flags_value)}")
+    return conditions

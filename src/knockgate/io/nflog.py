@@ -1,0 +1,184 @@
+"""NFLOG (nfnetlink_log) listener: how the daemon learns that a kernel door opened.
+
+The nftables rule that opens a kernel door logs the packet to one NFLOG group with the prefix
+``kg:<door>``. We bind a NETLINK_NETFILTER socket to that group, ask for the first bytes of each
+packet (enough for the IP header) and a queue threshold of one packet, so every event arrives at
+once instead of in batches flushed each second.
+
+We send no NFULNL_CFG_CMD_PF_BIND. Old kernels only handed packets to nfnetlink_log for families
+bound that way; nftables' log statement names its logger (NF_LOG_TYPE_ULOG) so the binding is not
+consulted, and binding would make nfnetlink_log the namespace's default logger for unrelated log
+calls (conntrack's, for one).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
+
+from knockgate.errors import CaptureError
+from knockgate.model import IPAddress
+
+_NETLINK_NETFILTER = 12
+_NFNL_SUBSYS_ULOG = 4
+_NFULNL_MSG_PACKET = 0
+_NFULNL_MSG_CONFIG = 1
+_NFULA_PAYLOAD = 9
+_NFULA_PREFIX = 10
+_NFULA_CFG_CMD = 1
+_NFULA_CFG_MODE = 2
+_NFULA_CFG_QTHRESH = 5
+_NFULNL_CFG_CMD_BIND = 1
+_NFULNL_COPY_PACKET = 2
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLA_TYPE_MASK = 0x3FFF
+_HEADER = struct.Struct("=IHHII")
+_NFGENMSG = struct.Struct("=BBH")
+_ATTR = struct.Struct("=HH")
+_PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
+_CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
+# The IPv6 header is 40 bytes; the source address is all we read.
+DEFAULT_COPY_RANGE = 64
+# Datagrams read per drain(), so a flood of openings cannot starve the rest of the event loop.
+_MAX_READS = 256
+
+
+class LogEvent(NamedTuple):
+    prefix: str
+    source: IPAddress
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    raw = _ATTR.pack(_ATTR.size + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def bind_message(group: int, seq: int, copy_range: int = DEFAULT_COPY_RANGE) -> bytes:
+    """One config request: bind ``group``, copy ``copy_range`` bytes, deliver every packet."""
+    body = (
+        _NFGENMSG.pack(socket.AF_UNSPEC, 0, socket.htons(group))
+        + _attr(_NFULA_CFG_CMD, bytes([_NFULNL_CFG_CMD_BIND]))
+        + _attr(_NFULA_CFG_MODE, struct.pack("!IBB", copy_range, _NFULNL_COPY_PACKET, 0))
+        + _attr(_NFULA_CFG_QTHRESH, struct.pack("!I", 1))
+    )
+    return _HEADER.pack(_HEADER.size + len(body), _CONFIG, _NLM_F_REQUEST | _NLM_F_ACK,
+                        seq, 0) + body
+
+
+def _messages(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(type, sequence, body) of each whole netlink message in ``data``; stops at garbage."""
+    found, offset = [], 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size or offset + length > len(data):
+            break
+        found.append((kind, seq, data[offset + _HEADER.size : offset + length]))
+        offset += (length + 3) & ~3
+    return found
+
+
+def ack_error(data: bytes, seq: int) -> int | None:
+    """The errno the kernel answered request ``seq`` with (0: done), or None if not in ``data``."""
+    for kind, reply_seq, body in _messages(data):
+        if kind == _NLMSG_ERROR and reply_seq == seq and len(body) >= 4:
+            return -struct.unpack_from("=i", body)[0]
+    return None
+
+
+def _attributes(body: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    offset = _NFGENMSG.size
+    while offset + _ATTR.size <= len(body):
+        length, kind = _ATTR.unpack_from(body, offset)
+        if length < _ATTR.size or offset + length > len(body):
+            break
+        found[kind & _NLA_TYPE_MASK] = body[offset + _ATTR.size : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def _source(family: int, packet: bytes) -> IPAddress | None:
+    version = packet[0] >> 4 if packet else 0
+    if family == socket.AF_INET and version == 4 and len(packet) >= 20:
+        return IPv4Address(packet[12:16])
+    if family == socket.AF_INET6 and version == 6 and len(packet) >= 40:
+        return IPv6Address(packet[8:24])
+    return None
+
+
+def parse_log_messages(data: bytes) -> list[LogEvent]:
+    """Pure: the (prefix, source) of each logged packet in one datagram. Never raises; a
+    message that is not a packet, or whose IP header is cut or disagrees with its family, is
+    skipped."""
+    events = []
+    for kind, _, body in _messages(data):
+        if kind != _PACKET or len(body) < _NFGENMSG.size:
+            continue
+        attrs = _attributes(body)
+        source = _source(body[0], attrs.get(_NFULA_PAYLOAD, b""))
+        if source is None:
+            continue
+        prefix = attrs.get(_NFULA_PREFIX, b"").split(b"\0", 1)[0]
+        events.append(LogEvent(prefix.decode("utf-8", errors="replace"), source))
+    return events
+
+
+class NflogListener:
+    """One NFLOG group, read without blocking; hand ``fileno()`` to the event loop."""
+
+    def __init__(self, group: int, copy_range: int = DEFAULT_COPY_RANGE,
+                 timeout: float = 2.0) -> None:
+        self.group = group
+        self.lost = 0  # times the socket overflowed and events were dropped
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        try:
+            self._sock.bind((0, 0))
+            self._sock.settimeout(timeout)
+            self._bind(group, copy_range)
+            self._sock.setblocking(False)
+        except OSError as exc:
+            self._sock.close()
+            raise CaptureError(f"cannot listen on NFLOG group {group}: {exc.strerror or exc}"
+                               ) from exc
+
+    def _bind(self, group: int, copy_range: int) -> None:
+        self._sock.send(bind_message(group, 1, copy_range))
+        while True:
+            code = ack_error(self._sock.recv(65536), 1)
+            if code == 0:
+                return
+            if code is not None:
+                hint = " (another process listens on it)" if code == errno.EBUSY else ""
+                raise OSError(code, f"{errno.errorcode.get(code, code)}{hint}")
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def drain(self) -> list[LogEvent]:
+        events: list[LogEvent] = []
+        for _ in range(_MAX_READS):
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self.lost += 1
+                continue
+            events += parse_log_messages(data)
+        return events
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> NflogListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,471 @@
+"""knockd.conf → knockgate TOML: valid TOML always, knockd's meaning kept or called out."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from knockgate.config import parse_config
+from knockgate.errors import ConfigError
+from knockgate.knockd_conf import KnockdConfig, parse_knockd_conf
+from knockgate.knockd_import import (
+    argv_of,
+    comment_text,
+    door_names,
+    knockd_to_toml,
+    shell_rewrite,
+    toml_array,
+    toml_string,
+)
+from knockgate.model import TcpFlag
+from tests.unit.test_knockd_conf import DEBIAN_DEFAULT, MAN_EXAMPLE
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                       HealthCheck.filter_too_much])
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+# The example from the seeds (a German knockd talk): a SYN-only door whose command starts sshd.
+SEED_EXAMPLE = """\
+[startSSH]
+  sequence = 42000,23000,1337
+  seq_timeout = 5
+  command = /etc/init.d/sshd start
+  tcpflags = syn
+"""
+
+MIXED = """\
+[options]
+\tInterface = enp3s0
+\tLogFile = /var/log/knockd.log
+\tUseSyslog
+
+[udp-door]
+\tsequence = 2222:udp,3333:udp,4444
+\tcommand = /usr/bin/logger knocked %IP%
+\tcommand_6 = /usr/bin/logger knocked6 %IP%
+
+[web]
+\tsequence = 5000,6000
+\tseq_timeout = 9
+\ttcpflags = syn,!ack
+\tstart_command = iptables -I INPUT -s %IP% -p tcp --dport 443 -j ACCEPT
+\tstop_command = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 443 -j ACCEPT
+\tcmd_timeout = 30
+\ttarget = 192.0.2.7
+"""
+
+
+def convert(text: str, path: str = "/etc/knockd.conf") -> str:
+    return knockd_to_toml(parse_knockd_conf(text, path))
+
+
+def prose(text: str) -> str:
+    """The TOML text with wrapped comment lines joined, for looking up phrases."""
+    return re.sub(r"\n#   +", " ", text)
+
+
+def doors_of(text: str) -> list[dict]:
+    return tomllib.loads(convert(text))["door"]
+
+
+# --------------------------------------------------------------------------- whole files
+
+
+def test_debian_default():
+    text = convert(DEBIAN_DEFAULT)
+    data = tomllib.loads(text)
+    assert data["daemon"] == {"syslog": True}
+    assert [door["name"] for door in data["door"]] == ["openSSH", "closeSSH", "openHTTPS"]
+    ssh = data["door"][0]
+    assert ssh["sequence"] == ["tcp:7000:syn", "tcp:8000:syn", "tcp:9000:syn"]
+    assert ssh["timeout"] == 5
+    assert ssh["command"] == ["/sbin/iptables", "-A", "INPUT", "-s", "{ip}", "-p", "tcp",
+                              "--dport", "22", "-j", "ACCEPT"]
+    assert "shell" not in ssh and "stop_command" not in ssh and "command_delay" not in ssh
+    assert text.startswith("# knockgate configuration converted from knockd's /etc/knockd.conf")
+    assert '# interfaces = ["eth0"]' in text  # knockd's default, offered but not imposed
+    assert "open_for" in text.split("[daemon]")[0]  # the header explains open / open_for
+
+
+def test_seed_example():
+    (door,) = doors_of(SEED_EXAMPLE)
+    assert door == {"name": "startSSH", "timeout": 5,
+                    "sequence": ["tcp:42000:syn", "tcp:23000:syn", "tcp:1337:syn"],
+                    "command": ["/etc/init.d/sshd", "start"]}
+
+
+def test_man_page_example_one_time_sequences_and_six():
+    text = convert(MAN_EXAMPLE)
+    data = tomllib.loads(text)
+    assert data["daemon"] == {"interfaces": ["eth0"], "log_file": "/var/log/knockd.log"}
+    assert "PidFile /run/knockd.pid is not carried over" in prose(text)
+    (door,) = data["door"]
+    assert door["one_time_sequences"] == "/etc/knockd/smtp_sequences"
+    assert door["tcp_flags"] == "fin,!ack"
+    assert "sequence" not in door
+    assert door["target"] == "192.0.2.10"
+    assert (door["timeout"], door["command_delay"]) == (15, 5)
+    assert door["command_6"][0] == "/usr/sbin/ip6tables" and "{ip}" in door["command_6"]
+    assert door["stop_command_6"][:3] == ["/usr/sbin/ip6tables", "-D", "INPUT"]
+    # start -A and stop -D for one port: the commented-out knockgate way is offered
+    assert '# open = ["tcp:25"]' in text and "# open_for = 5" in text
+
+
+def test_mixed_udp_flags_shell_target_options():
+    text = convert(MIXED)
+    data = tomllib.loads(text)
+    assert data["daemon"] == {"interfaces": ["enp3s0"], "log_file": "/var/log/knockd.log",
+                              "syslog": True}
+    udp, web = data["door"]
+    assert udp["name"] == "udp_door"
+    assert "knockd's [udp-door] is not a knockgate name" in prose(text)
+    assert udp["sequence"] == ["udp:2222", "udp:3333", "tcp:4444:i"]
+    assert "a plain 'tcp:PORT' in knockgate means a SYN only" in prose(text)
+    assert udp["command_6"] == ["/usr/bin/logger", "knocked6", "{ip}"]
+    assert "stop_command_6" not in udp
+    assert web["sequence"] == ["tcp:5000:syn,!ack", "tcp:6000:syn,!ack"]
+    assert web["shell"] is True  # a bare 'iptables' is found through PATH by /bin/sh
+    assert web["command"] == 'iptables -I INPUT -s "$1" -p tcp --dport 443 -j ACCEPT'
+    assert web["stop_command"][0] == "/sbin/iptables"  # no shell needed: stays an argv list
+    assert (web["command_delay"], web["target"], web["timeout"]) == (30, "192.0.2.7", 9)
+    assert '# open = ["tcp:443"]' in text
+
+
+def test_udp_only_door_has_no_flags_note():
+    text = convert("[u]\nsequence = 1:udp,2:udp\ncommand = /bin/true\n")
+    assert "TCPFlags" not in text and ":i" not in text
+
+
+def test_one_time_sequences_without_tcpflags_ignore_flags():
+    (door,) = doors_of("[o]\none_time_sequences = /etc/knockd/o\ncommand = /bin/true\n")
+    assert door["tcp_flags"] == "i"
+
+
+def test_flags_always_written_as_words():
+    everything = "fin,syn,rst,psh,ack,urg"
+    (door,) = doors_of(f"[d]\nsequence=1\ntcpflags = {everything.upper()}\ncommand=/bin/true\n")
+    assert door["sequence"] == [f"tcp:1:{everything}"]  # not tportknockd's letter 'x'
+    (door,) = doors_of("[d]\nsequence=1\ntcpflags = !ack , SYN\ncommand=/bin/true\n")
+    assert door["sequence"] == ["tcp:1:syn,!ack"]
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(0, 1), (25, 25), (3600, 3600),
+                                                   (86400, 3600)])
+def test_timeout_kept_within_knockgate_bounds(seconds, expected):
+    (door,) = doors_of(f"[d]\nsequence=1\nseq_timeout={seconds}\ncommand=/bin/true\n")
+    assert door["timeout"] == expected
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_no_command_means_only_a_log_line():
+    text = convert("[d]\nsequence = 1\nstop_command = /bin/false\n")
+    (door,) = tomllib.loads(text)["door"]
+    assert door["command"] == ["/bin/true"] and "stop_command" not in door
+    assert "only logged the knock" in prose(text) and "never runs a stop command" in prose(text)
+
+
+def test_ipv6_fallbacks_spelled_out_as_knockd_runs_them():
+    (door,) = doors_of("[d]\nsequence=1\ncommand = /a %IP%\nstop_command = /b %IP%\n"
+                       "command_6 = /a6 %IP%\n")
+    assert door["command_6"] == ["/a6", "{ip}"]
+    assert door["stop_command_6"] == ["/b", "{ip}"]  # knockd's key-by-key fallback
+    (door,) = doors_of("[d]\nsequence=1\ncommand = /a\nstop_command_6 = /b6\n")
+    assert (door["command_6"], door["stop_command_6"]) == (["/a"], ["/b6"])
+    assert "stop_command" not in door
+
+
+def test_ipv6_only_door():
+    (door,) = doors_of("[d]\nsequence=1\ncommand_6 = /a6\nstop_command = /b\n")
+    assert "command" not in door and "stop_command" not in door  # IPv4 runs nothing in knockd
+    assert (door["command_6"], door["stop_command_6"]) == (["/a6"], ["/b"])
+
+
+@pytest.mark.parametrize(("command", "argv"), [
+    ("/sbin/iptables -A INPUT -s %IP% -j ACCEPT",
+     ["/sbin/iptables", "-A", "INPUT", "-s", "{ip}", "-j", "ACCEPT"]),
+    ("/usr/bin/logger  knock\tfrom %IP%!", None),
+    ("/usr/bin/logger knock from %IP%", ["/usr/bin/logger", "knock", "from", "{ip}"]),
+    ("/x --src=%IP%/32 100%", ["/x", "--src={ip}/32", "100%"]),
+    ("/x a,b:c@d+e", ["/x", "a,b:c@d+e"]),
+    ("/usr/bin/ключ %IP%", ["/usr/bin/ключ", "{ip}"]),
+    ("iptables -A INPUT -s %IP% -j ACCEPT", None),       # PATH lookup: the shell's job
+    ("./local %IP%", None),
+    ("%IP%", None),
+    ("/bin/echo %IP% > /tmp/log", None),
+    ("/bin/echo %IP% >> /tmp/log", None),
+    ("/bin/a | /bin/b", None),
+    ("/bin/a; /bin/b", None),
+    ("/bin/a && /bin/b", None),
+    ("/bin/a &", None),
+    ("/bin/echo $HOME", None),
+    ("/bin/echo `id`", None),
+    ("/bin/echo $(id)", None),
+    ("/bin/echo 'quoted word'", None),
+    ('/bin/echo "quoted"', None),
+    ("/bin/echo back\\slash", None),
+    ("/bin/ls *.conf", None),
+    ("/bin/ls ?", None),
+    ("/bin/ls [ab]", None),
+    ("/bin/ls ~", None),
+    ("/bin/echo {a,b}", None),
+    ("/bin/echo a # comment", None),
+    ("/bin/echo (x)", None),
+    ("/bin/echo a\u00a0b", None),                       # not a blank to sh, nor printable
+    ("/bin/echo a\u2028b", None),
+])
+def test_argv_only_without_any_shell_syntax(command, argv):
+    assert argv_of(command) == argv
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("iptables -s %IP%", 'iptables -s "$1"'),
+    ('echo "from %IP% now"', 'echo "from $1 now"'),
+    ("echo '%IP%'", "echo ''\"$1\"''"),
+    ("echo x%IP%y%IP%", 'echo x"$1"y"$1"'),
+    ("echo $(host %IP%)", 'echo $(host "$1")'),
+    ("echo \"$(host '%IP%')\"", "echo \"$(host ''\"$1\"'')\""),
+    ("echo `host %IP%`", "echo `host $1`"),
+    ("echo \\%IP%", 'echo "$1"'),
+    ('echo "\\%IP%"', 'echo "\\\\$1"'),
+    ("echo 100% %IP", "echo 100% %IP"),
+])
+def test_shell_rewrite(command, expected):
+    assert shell_rewrite(command).text == expected
+
+
+def test_shell_rewrite_warnings():
+    assert not shell_rewrite('echo "%IP%" $HOME').warnings
+    (single,) = shell_rewrite("sh -c 'echo %IP%'").warnings
+    assert "single quotes" in single
+    (positional,) = shell_rewrite("echo %IP% $1").warnings
+    assert "$1" in positional
+    assert any("unbalanced" in w for w in shell_rewrite("echo '%IP%").warnings)
+
+
+def test_shell_door_warning_is_a_comment_above_the_command():
+    text = convert("[d]\nsequence=1\ncommand = /bin/sh -c 'logger %IP%'\n")
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("command = "))
+    assert lines[index - 1].startswith("#") and "WARNING (command)" in "\n".join(lines[:index])
+    (door,) = tomllib.loads(text)["door"]
+    assert door["shell"] is True and door["command"] == "/bin/sh -c 'logger '\"$1\"''"
+
+
+# Pieces of knockd commands; the converted command must print what knockd's printed.
+FRAGMENTS = [
+    "%IP%", "'%IP%'", '"%IP%"', "x%IP%y", "'a %IP% b'", '"a %IP% b"', "$(printf %s %IP%)",
+    "\"$(printf %s '%IP%')\"", "`printf %s %IP%`", "\\%IP%", '"\\%IP%"', "'\\%IP%'",
+    "\"'%IP%'\"", "'\"%IP%\"'", '$(printf %s "%IP%")', "%IP%%IP%", "a\\ %IP%", "${x:-%IP%}",
+    '"${x:-%IP%}"', "'${x:-%IP%}'", "$(sh -c 'printf %s %IP%')", "\"$(sh -c 'printf %s %IP%')\"",
+    "$(sh -c \"printf '%s' %IP%\")", "plain", "'it''s'", '"$HOME"', "\\'", "100%",
+]
+
+
+def run_knockd_way(command: str, ip: str) -> str:
+    """What knockd runs: %IP% pasted into the text, then /bin/sh -c."""
+    return subprocess.run(["/bin/sh", "-c", command.replace("%IP%", ip)], capture_output=True,
+                          text=True, check=False, env={"HOME": "/home/x"}).stdout
+
+
+def run_knockgate_way(command: str, ip: str) -> str:
+    """What knockgate runs for a door with shell = true."""
+    return subprocess.run(["/bin/sh", "-c", shell_rewrite(command).text, "knockgate", ip, "d"],
+                          capture_output=True, text=True, check=False,
+                          env={"HOME": "/home/x"}).stdout
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=4),
+       st.sampled_from(["10.201.0.2", "fd00:201::2", "192.0.2.255"]))
+def test_shell_rewrite_runs_like_knockd(fragments, ip):
+    command = "printf '<%s>' " + " ".join(fragments)
+    assert run_knockgate_way(command, ip) == run_knockd_way(command, ip)
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS)
+def test_each_fragment_runs_like_knockd(fragment):
+    command = "printf '<%s>' " + fragment
+    assert run_knockgate_way(command, "10.1.2.3") == run_knockd_way(command, "10.1.2.3")
+
+
+def test_open_suggestion_needs_a_matching_pair():
+    pair = ("[d]\nsequence=1\ncommand = /usr/sbin/iptables -I INPUT -s %IP% -p udp --dport 53 "
+            "-j ACCEPT\nstop_command = /usr/sbin/iptables -D INPUT -s %IP% -p udp --dport 53 "
+            "-j ACCEPT\ncmd_timeout = 20\n")
+    text = convert(pair)
+    assert '# open = ["udp:53"]' in text and "# open_for = 20" in text
+    assert "# open" not in convert(pair.replace("--dport 53 -j ACCEPT\ncmd", "--dport 54 -j "
+                                                                            "ACCEPT\ncmd"))
+    assert "# open =" not in convert(DEBIAN_DEFAULT)  # openSSH has no stop command
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["ssh", "web_2"], ["ssh", "web_2"]),
+    (["open ssh!"], ["open_ssh"]),
+    (["open-ssh", "open_ssh"], ["open_ssh_2", "open_ssh"]),   # the valid name keeps its name
+    (["a-b", "a.b", "a b"], ["a_b", "a_b_2", "a_b_3"]),
+    (["22"], ["door_22"]),
+    (["_x"], ["x"]),
+    (["ключ"], ["door_"]),
+    (["ключ", "ключ2"], ["door_", "door_2"]),
+    (["x" * 40, "x" * 41], ["x" * 32, "x" * 30 + "_2"]),
+    (["", "!"], ["door_", "door__2"]),
+])
+def test_door_names(names, expected):
+    assert door_names(names) == expected
+
+
+# --------------------------------------------------------------------------- TOML quoting
+
+
+@pytest.mark.parametrize("text", ['a"b', "a\\b", 'x\\"y', "'''", '"""', "line\nbreak",
+                                  "tab\there", "\x00\x01\x1f\x7f", "ключ 😀", "\u2028\u0085",
+                                  "\\u0041", "#", "[[door]]"])
+def test_toml_string_round_trips(text):
+    assert tomllib.loads(f"k = {toml_string(text)}")["k"] == text
+    assert tomllib.loads(f"k = {toml_array([text, text])}")["k"] == [text, text]
+
+
+@given(st.text())
+def test_toml_string_round_trips_any_text(text):
+    assert tomllib.loads(f"k = {toml_string(text)}")["k"] == text
+
+
+def test_undecodable_bytes_become_replacement_characters():
+    broken = b"/opt/\xff/x".decode("utf-8", "surrogateescape")
+    text = f"k = {toml_string(broken)}"
+    text.encode()  # printable as UTF-8
+    assert tomllib.loads(text)["k"] == "/opt/\ufffd/x"
+
+
+@given(st.text())
+def test_comment_text_stays_one_comment(text):
+    assert tomllib.loads(f"# {comment_text(text)}\nk = 1\n") == {"k": 1}
+
+
+def test_hostile_path_and_names_stay_comments():
+    config = parse_knockd_conf('[a"b\\c]\nsequence=1\ncommand=/x "%IP%" \\ \'\n'
+                               "[\u00e9t\u00e9 \u2028]\nsequence=2\ncommand=/x\n",
+                               'k"nock\nd.conf\\')
+    data = tomllib.loads(knockd_to_toml(config))
+    assert [door["name"] for door in data["door"]] == ["a_b_c", "t"]
+    assert data["door"][0]["command"] == '/x "$1" \\ \''
+
+
+# --------------------------------------------------------------------------- properties
+
+_COMMANDS = st.one_of(
+    st.none(),
+    st.text(max_size=50),
+    st.sampled_from(["/sbin/iptables -A INPUT -s %IP% -j ACCEPT", "logger %IP%",
+                     "/bin/sh -c 'echo %IP% >> /tmp/x'", '/x "{ip}" {}', "/x {door}",
+                     "/x %IP%}{", "echo ${HOME} %IP%", "/x a\\b \"c\"", "/x 'unbalanced"]),
+)
+_DOOR = st.fixed_dictionaries({
+    "name": st.text(min_size=1, max_size=40),
+    "sequence": st.lists(st.tuples(st.integers(1, 65535), st.sampled_from(["", ":udp", ":TCP"])),
+                         min_size=1, max_size=32),
+    "tcpflags": st.sampled_from([None, "syn", "syn,!ack", "FIN, !ack ,urg", "!syn"]),
+    "seq_timeout": st.one_of(st.none(), st.integers(0, 7 * 24 * 3600)),
+    "cmd_timeout": st.one_of(st.none(), st.integers(0, 7 * 24 * 3600)),
+    "start_command": _COMMANDS, "start_command_6": _COMMANDS,
+    "stop_command": _COMMANDS, "stop_command_6": _COMMANDS,
+    "target": st.one_of(st.none(), st.sampled_from(["192.0.2.1", "2001:db8::1"])),
+    "one_time_sequences": st.one_of(st.none(), st.none(), st.text(min_size=1, max_size=30)),
+})
+_OPTIONS = st.lists(st.sampled_from(["UseSyslog", "logfile = /var/log/k\"d.log",
+                                     "interface = eth0", "pidfile = /run/k.pid"]),
+                    unique=True, max_size=4)
+
+
+def door_text(door: dict) -> str:
+    lines = [f"[{door['name']}]"]
+    if door["one_time_sequences"] is None:
+        lines.append("sequence = " + ",".join(f"{port}{proto}" for port, proto in door["sequence"]))
+    lines += [f"{key} = {value}" for key, value in door.items()
+              if key not in ("name", "sequence") and value is not None]
+    return "\n".join(lines)
+
+
+def parsed_or_nothing(text: str) -> KnockdConfig:
+    try:
+        return parse_knockd_conf(text, "/etc/knockd.conf")
+    except ConfigError:
+        assume(False)
+        raise
+
+
+@FUZZ
+@given(_OPTIONS, st.lists(_DOOR, min_size=1, max_size=4))
+def test_any_parsable_knockd_conf_gives_valid_toml(options, doors):
+    text = "\n".join(["[options]", *options, *map(door_text, doors)])
+    config = parsed_or_nothing(text)
+    data = tomllib.loads(knockd_to_toml(config))
+    names = [door["name"] for door in data["door"]]
+    assert len(names) == len(config.doors) == len(set(names))
+    assert all(NAME.fullmatch(name) for name in names)
+    for door, source in zip(data["door"], config.doors, strict=True):
+        if source.one_time_sequences is None:
+            assert len(door["sequence"]) == len(source.sequence)
+        else:
+            assert door["one_time_sequences"] == source.one_time_sequences
+            assert "sequence" not in door
+        commands = [value for key, value in door.items() if "command" in key and
+                    key != "command_delay"]
+        assert commands, "a door must run something"
+        assert door.get("shell", False) == any(isinstance(value, str) for value in commands)
+
+
+@FUZZ
+@given(_OPTIONS, _DOOR.filter(lambda door: door["one_time_sequences"] is None))
+def test_knockgate_accepts_any_single_converted_door(options, door):
+    config = parsed_or_nothing("\n".join(["[options]", *options, door_text(door)]))
+    parsed = parse_config(knockd_to_toml(config), "/etc/knockd.conf")
+    (result,) = parsed.doors
+    assert len(result.sequence) == len(door["sequence"])
+    assert result.command or result.command_6
+
+
+# --------------------------------------------------------------------------- knockgate accepts
+
+
+@pytest.mark.parametrize("sample", [DEBIAN_DEFAULT, SEED_EXAMPLE, MIXED])
+def test_knockgate_accepts_the_samples(sample):
+    config = parse_config(convert(sample), "/etc/knockd.conf")
+    assert len(config.doors) == len(parse_knockd_conf(sample).doors)
+
+
+def test_knockgate_accepts_the_man_page_example(tmp_path: Path):
+    sequences = tmp_path / "smtp_sequences"
+    sequences.write_text("#used\n2001,2002:udp,2003\n")
+    text = MAN_EXAMPLE.replace("/etc/knockd/smtp_sequences", str(sequences))
+    config = parse_config(convert(text), "/etc/knockd.conf")
+    (door,) = config.doors
+    assert [(f.proto, f.port) for f in door.sequence] == [("tcp", 2001), ("udp", 2002),
+                                                          ("tcp", 2003)]
+    assert (door.sequence[0].flags_mask, door.sequence[0].flags_value) == (
+        TcpFlag.FIN | TcpFlag.ACK, TcpFlag.FIN)
+    assert door.command_6[0] == "/usr/sbin/ip6tables" and door.command_delay == 5
+    assert str(door.target) == "192.0.2.10"
+
+
+def test_knockgate_runs_shell_commands_with_the_address_as_dollar_one():
+    config = parse_config(convert(MIXED), "/etc/knockd.conf")
+    web = config.doors[1]
+    assert web.shell and web.command[:2] == ("/bin/sh", "-c")
+    assert web.command[3:] == ("knockgate", "{ip}", "{door}")
+    (knock,) = {(f.flags_mask, f.flags_value) for f in web.sequence}
+    assert knock == (TcpFlag.SYN | TcpFlag.ACK, TcpFlag.SYN)
+    udp = config.doors[0]
+    assert (udp.sequence[2].flags_mask, udp.sequence[2].flags_value) == (0, 0)  # not SYN-only
