@@ -21,7 +21,7 @@ from knockgate.core.kernel_doors import (
     kernel_set_names,
     render_kernel_doors,
 )
-from knockgate.core.ruleset import render_ruleset
+from knockgate.core.ruleset import Spliced, render_ruleset
 from knockgate.io.nflog import LogEvent, NflogListener
 from knockgate.model import Door, PortSpec, TcpFlag
 from knockgate.testbed import (
@@ -49,22 +49,13 @@ def door(frames: Sequence[str] = SEQUENCE, timeout: float = 5, open_for: float =
 
 def ruleset(doors: list[Door], penalties: Mapping[str, float] | None = None,
             existing: Iterable[str] = (), hide: bool = True) -> str:
-    """render_ruleset + render_kernel_doors, spliced as core/ruleset.py should: kernel
-    declarations after the input chain's flush, kernel rules before the first drop, the kernel
-    sets counted as wanted, and grant sets declared ``dynamic`` (nft 1.0.6 makes a set that a
-    rule updates dynamic when both are in one batch, and refuses the plain declaration the
-    next time)."""
+    """The table io/nft.py installs for kernel doors: render_ruleset with the kernel part."""
     kernel = render_kernel_doors(doors, SETTINGS, penalties, existing)
     hidden = sorted({PortSpec(f.proto, f.port) for d in doors for f in d.sequence},
                     key=lambda s: (s.proto, s.port)) if hide else []
-    stale = set(existing) - kernel_set_names(doors, penalties)
-    lines = render_ruleset(doors, hidden, stale).replace(
-        "flags timeout; }", "flags dynamic,timeout; }").splitlines()
-    flush = lines.index("flush chain inet knockgate input") + 1
-    drops = next((n for n, line in enumerate(lines) if line.endswith(" drop")), len(lines))
-    lines[drops:drops] = kernel.rules
-    lines[flush:flush] = kernel.declarations
-    return "\n".join(lines) + "\n"
+    spliced = Spliced(kernel.declarations, kernel.rules,
+                      frozenset(kernel_set_names(doors, penalties)))
+    return render_ruleset(doors, hidden, existing, (), spliced)
 
 
 def load(bed: TestBed, tmp_path: Path, text: str) -> None:
