@@ -142,6 +142,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._stop, signum)
             loop.add_signal_handler(signal.SIGHUP, self._reload)
+            loop.add_signal_handler(signal.SIGUSR1, self._log_state)
             self._log_doors(self._running.config, "serving")
             interfaces = self._interface_override or self._first_config.options.interfaces
             log.info("ready, watching %s", ", ".join(interfaces) or "every interface but lo")
@@ -231,7 +232,7 @@ class Daemon:
         self._stopping.set()
 
     async def _teardown(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
         if self._running is not None:
             self._unwatch(self._running)
@@ -261,6 +262,21 @@ class Daemon:
         jobs = [run_command(stop.argv, _SHUTDOWN_COMMAND_BUDGET, stop.context) for stop in pending]
         if jobs:
             await asyncio.gather(*jobs)
+
+    def _log_state(self) -> None:
+        """SIGUSR1: how full the bounded tables are, for an admin watching a flood."""
+        running = self._running
+        if running is None:
+            return
+        for machine in running.engine.doors.values():
+            log.info("state: door %s: %d sources mid-sequence (cap %d), %d evicted so far",
+                     machine.door.name, len(machine), machine.max_pending, machine.evicted)
+        for door in running.config.doors:
+            if door.engine == "kernel":
+                log.info("state: door %s runs in the kernel: nft list table inet knockgate "
+                         "shows its stage sets", door.name)
+        if running.spa is not None:
+            log.info("state: spa: %d packets rejected so far", running.spa.rejected)
 
     # --- reload -------------------------------------------------------------------------
 

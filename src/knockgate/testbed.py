@@ -9,13 +9,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import secrets
 import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from ipaddress import ip_address
+
+from knockgate.client import tcp_segment
+from knockgate.model import TcpFlag
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -25,6 +31,7 @@ CLIENT_V4 = "10.201.0.2"
 CLIENT_V4_OTHER = "10.201.0.3"
 SERVER_V6 = "fd00:201::1"
 CLIENT_V6 = "fd00:201::2"
+SPOOFED_NET = "10.202.0.0/16"
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -137,6 +144,33 @@ class TestBed:
                 return time.perf_counter() - start
         return None
 
+    def send_spoofed_syns(self, port: int, count: int, seed: int = 0) -> None:
+        """``count`` SYNs to the server's ``port`` from random sources in 10.202.0.0/16, sent
+        from the client namespace. Replies are routed back into it, where they die."""
+        self.run(self.server, "ip", "route", "replace", SPOOFED_NET, "via", CLIENT_V4)
+        rng = random.Random(seed)
+        server = ip_address(SERVER_V4)
+        header = struct.Struct("!BBHHHBBH4s4s")
+        with inside(self.client), socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                socket.IPPROTO_RAW) as raw:
+            for index in range(count):
+                source = ip_address(f"10.202.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+                segment = tcp_segment(source, server, 1024 + index % 60000, port, TcpFlag.SYN,
+                                      index)
+                packet = header.pack(0x45, 0, 20 + len(segment), 0, 0, 64, socket.IPPROTO_TCP,
+                                     0, source.packed, server.packed) + segment
+                raw.sendto(packet, (SERVER_V4, 0))
+
+    def send_syns(self, ports: Iterable[int], source: str = CLIENT_V4) -> None:
+        """One SYN to each of ``ports``, in the order given (a port scan), from ``source``."""
+        server = ip_address(SERVER_V4)
+        with inside(self.client), socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                socket.IPPROTO_TCP) as raw:
+            raw.bind((source, 0))
+            for index, port in enumerate(ports):
+                raw.sendto(tcp_segment(ip_address(source), server, 40000 + index % 20000, port,
+                                       TcpFlag.SYN, index), (SERVER_V4, 0))
+
     def close(self) -> None:
         for sock in self.listeners:
             sock.close()
@@ -156,6 +190,17 @@ class TestBed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scan_order(sequence_ports: Sequence[int], rng: random.Random) -> list[int]:
+    """Every port once, in random order except that the knock ports come in sequence order:
+    the case in which a door that never resets opens."""
+    ports = list(range(1, 65536))
+    rng.shuffle(ports)
+    slots = sorted(ports.index(port) for port in sequence_ports)
+    for slot, port in zip(slots, sequence_ports, strict=True):
+        ports[slot] = port
+    return ports
 
 
 def require_root_tools() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.testbed import TestBed, require_root_tools
+from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
+from knockgate.testbed import CLIENT_V4, SERVER_V4, TestBed, inside, require_root_tools
 
 REQUIRE_E2E = os.environ.get("KNOCKGATE_REQUIRE_E2E") == "1"
 
@@ -110,3 +112,49 @@ def serve(bed: TestBed, tmp_path: Path):
 
 def knockgate_cli(bed: TestBed, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
     return bed.run(namespace, sys.executable, "-m", "knockgate", *args, check=False)
+
+
+SECRET = "qXfU0vYjW3nJ6mQm6w0m7R3Yl8q2bJ9cH1k4Zt5pA2s="
+OTHER_SECRET = "ZmFrZWZha2VmYWtlZmFrZWZha2VmYWtlZmFrZWZha2U="
+
+
+@pytest.fixture
+def spa_setup(tmp_path: Path):
+    secret_file = tmp_path / "alice.key"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    state = tmp_path / "state"
+
+    def config(open_for: float = 1.0, extra: str = "") -> str:
+        return f"""
+[daemon]
+state_dir = "{state}"
+
+[spa]
+max_age = 60
+
+[[spa.key]]
+name = "alice"
+secret_file = "{secret_file}"
+open = ["tcp:22", "tcp:2222"]
+open_for = {open_for}
+actions = {{ 21 = ["/usr/bin/touch", "{tmp_path}/action-{{ip}}"] }}
+{extra}
+"""
+    return config, secret_file
+
+
+def sealed(request: SpaRequest, secret: str = SECRET, name: str = "alice",
+           skew: float = 0) -> bytes:
+    key = SpaKey(name, decode_secret(secret))
+    return seal_at(key=key, now=time.time() + skew, nonce=os.urandom(NONCE_SIZE),
+                   request=request)
+
+
+def send_raw(bed, payload: bytes, source: str = CLIENT_V4, host: str = SERVER_V4) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with inside(bed.client), socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.sendto(payload, (host, 62201))
+
+

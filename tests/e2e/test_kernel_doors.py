@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import random
 import socket
-import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from knockgate.client import send_frame, tcp_segment
+from knockgate.client import send_frame
 from knockgate.core.frames import parse_frame
 from knockgate.core.kernel_doors import (
     KernelSettings,
@@ -23,7 +22,7 @@ from knockgate.core.kernel_doors import (
 )
 from knockgate.core.ruleset import Spliced, render_ruleset
 from knockgate.io.nflog import LogEvent, NflogListener
-from knockgate.model import Door, PortSpec, TcpFlag
+from knockgate.model import Door, PortSpec
 from knockgate.testbed import (
     CLIENT_V4,
     CLIENT_V4_OTHER,
@@ -31,6 +30,7 @@ from knockgate.testbed import (
     SERVER_V4,
     SERVER_V6,
     inside,
+    scan_order,
 )
 
 if TYPE_CHECKING:
@@ -159,34 +159,13 @@ def test_each_gap_gets_its_share_of_the_timeout(bed, tmp_path):
     assert bed.wait_until_open(SERVER_V4, 22) is not None
 
 
-def _send_syns(sock: socket.socket, source: str, ports: Iterable[int]) -> None:
-    for index, port in enumerate(ports):
-        segment = tcp_segment(ip_address(source), ip_address(SERVER_V4), 40000 + index % 20000,
-                              port, TcpFlag.SYN, index)
-        sock.sendto(segment, (SERVER_V4, 0))
-
-
-def scan_order(sequence_ports: Sequence[int], rng: random.Random) -> list[int]:
-    """Every port once, in random order except that the knock ports come in sequence order:
-    the case in which a door that never resets opens."""
-    ports = list(range(1, 65536))
-    rng.shuffle(ports)
-    slots = sorted(ports.index(port) for port in sequence_ports)
-    for slot, port in zip(slots, sequence_ports, strict=True):
-        ports[slot] = port
-    return ports
-
-
 def test_random_order_full_port_scan_opens_nothing(bed, tmp_path):
     bed.listen(22)
     load(bed, tmp_path, ruleset([door(ALL_TCP)]))
     start_counting(bed, CLIENT_V4)
     ports = scan_order([7000, 8000, 9000], random.Random(20201))
     started = time.monotonic()
-    with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_RAW,
-                                           socket.IPPROTO_TCP) as raw:
-        raw.bind((CLIENT_V4, 0))
-        _send_syns(raw, CLIENT_V4, ports)
+    bed.send_syns(ports)
     elapsed = time.monotonic() - started
     time.sleep(0.2)
     seen = count_tcp_from(bed, CLIENT_V4)
@@ -213,19 +192,8 @@ def test_penalty_box(bed, tmp_path):
 def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, tmp_path):
     bed.listen(22)
     load(bed, tmp_path, ruleset([door()]))
-    bed.run(bed.server, "ip", "route", "add", "10.202.0.0/16", "via", CLIENT_V4)
-    rng = random.Random(20202)
-    header = struct.Struct("!BBHHHBBH4s4s")
     started = time.monotonic()
-    with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_RAW,
-                                           socket.IPPROTO_RAW) as raw:
-        for index in range(20000):
-            source = f"10.202.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-            segment = tcp_segment(ip_address(source), ip_address(SERVER_V4), 1024 + index % 60000,
-                                  7000, TcpFlag.SYN, index)
-            ip = header.pack(0x45, 0, 20 + len(segment), 0, 0, 64, socket.IPPROTO_TCP, 0,
-                             ip_address(source).packed, ip_address(SERVER_V4).packed)
-            raw.sendto(ip + segment, (SERVER_V4, 0))
+    bed.send_spoofed_syns(7000, 20000, seed=20202)
     flooded = time.monotonic() - started
     assert len(elements(bed, "ssh-stage1_v4")) == SETTINGS.stage_size, "bounded, and full"
     assert len(elements(bed, "ssh-overflow_v4")) <= SETTINGS.stage_size

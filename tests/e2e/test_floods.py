@@ -1,0 +1,87 @@
+"""The daemon under hostile traffic: spoofed first-knock floods, full port scans, garbage at
+the SPA port. Every flood is bounded in count, stays inside the test's namespaces and uses
+10.202.0.0/16 for spoofed sources."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+
+import pytest
+
+from knockgate.core.spa import SpaRequest
+from knockgate.testbed import CLIENT_V4_OTHER, SERVER_V4, inside, scan_order
+from tests.e2e.conftest import knockgate_cli, sealed, send_raw
+
+DOOR = """
+[daemon]
+max_pending = 1000
+
+[[door]]
+name = "ssh"
+sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
+timeout = 5
+open = ["tcp:22"]
+open_for = 30
+engine = "{engine}"
+"""
+
+
+def knock(bed) -> None:
+    result = knockgate_cli(bed, bed.client, "knock", SERVER_V4, "tcp:7000", "udp:8000",
+                           "tcp:9000")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("engine", ["userspace", "kernel"])
+def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, serve, engine):
+    bed.listen(22)
+    daemon = serve(DOOR.format(engine=engine))
+    bed.send_spoofed_syns(7000, 20000, seed=7)
+    knock(bed)
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+    assert not bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER)
+    if engine == "userspace":
+        mark = daemon.mark()
+        daemon.signal(signal.SIGUSR1)
+        line = daemon.wait_for("state: door ssh:", after=mark)
+        pending = int(line.split("door ssh: ")[1].split()[0])
+        evicted = int(line.split("), ")[1].split()[0])
+        assert pending <= 1000 and evicted >= 19000 - 1000, line
+    assert daemon.process.poll() is None
+
+
+def test_full_random_order_port_scan_opens_nothing_then_a_knock_opens(bed, serve):
+    """Default engine (kernel): a scan that hits the knock ports in the right order, among
+    every other port, must not open the door."""
+    bed.listen(22)
+    daemon = serve(DOOR.format(engine="kernel").replace('\nsequence = ["tcp:7000", "udp:8000", '
+                                                        '"tcp:9000"]',
+                                                        '\nsequence = ["tcp:7000", "tcp:8000", '
+                                                        '"tcp:9000"]'))
+    for seed in (1, 2):
+        bed.send_syns(scan_order([7000, 8000, 9000], random.Random(seed)))
+        time.sleep(0.2)
+        assert not bed.can_connect(SERVER_V4, 22), f"scan {seed} opened the door"
+    assert "opened" not in daemon.log
+    result = knockgate_cli(bed, bed.client, "knock", SERVER_V4, "tcp:7000", "tcp:8000",
+                           "tcp:9000")
+    assert result.returncode == 0
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+
+
+def test_garbage_at_the_spa_port_does_not_starve_a_valid_packet(bed, serve, spa_setup):
+    config, _ = spa_setup
+    bed.listen(22)
+    daemon = serve(config(open_for=5))
+    rng = random.Random(3)
+    with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(20000):
+            size = rng.choice((1, 64, 111, 112, 113, 500, 1400))
+            sock.sendto(os.urandom(size), (SERVER_V4, 62201))
+    send_raw(bed, sealed(SpaRequest(ports=(("tcp", 22),))))
+    assert bed.wait_until_open(SERVER_V4, 22, deadline=2.0) is not None, daemon.log
+    assert daemon.process.poll() is None
