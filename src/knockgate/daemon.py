@@ -74,11 +74,13 @@ def spa_ports(config: Config) -> list[PortSpec]:
 
 
 def capture_filter(config: Config, engine: Engine) -> str | None:
-    """Knock ports, and SPA datagrams of the one valid length and version: a flood of garbage
-    at the SPA port is dropped in the kernel, never copied to Python."""
+    """Knock ports, and SPA datagrams of the one valid length and version that name a
+    configured key: a flood of garbage at the SPA port is dropped in the kernel, never copied
+    to Python."""
     spa = []
     if config.spa is not None:
-        spa.append(fixed_datagram_clause(config.spa.port, SPA_PACKET_SIZE, SPA_VERSION))
+        key_ids = [entry.key.key_id for entry in config.spa.keys]
+        spa.append(fixed_datagram_clause(config.spa.port, SPA_PACKET_SIZE, SPA_VERSION, key_ids))
     if config.fwknop is not None:
         spa.append(datagram_length_clause(config.fwknop.port, FWKNOP_MIN, FWKNOP_MAX))
     if not engine.watched_ports() and not spa:

@@ -60,3 +60,17 @@ def test_port_grant_sets_and_rules():
     assert not any(line.startswith("delete set") for line in lines)
     without = render_ruleset(config.doors, [], ["_ports_v4", "_ports_v6"], [])
     assert "delete set inet knockgate _ports_v4" in without.splitlines()
+
+
+def test_spa_filter_names_every_key_id_and_compiles():
+    from knockgate.core.spa import key_id_for
+    from knockgate.io.bpf import compile_filter, fixed_datagram_clause
+
+    ids = [key_id_for(name) for name in ("alice", "bob")]
+    clause = fixed_datagram_clause(62201, 112, 1, ids)
+    for key_id in ids:
+        assert f"udp[9:4] = 0x{key_id[:4].hex()}" in clause
+        assert f"ip6[53:4] = 0x{key_id[4:].hex()}" in clause
+    assert len(compile_filter(clause)) < 100
+    many = [key_id_for(f"k{n}") for n in range(300)]
+    assert "udp[9:4]" not in fixed_datagram_clause(62201, 112, 1, many), "too many: no id test"
