@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _incumbents as inc
-from knock_latency import _connects, _send, sequence_round, spa_round
+from knock_latency import connects, send_from, sequence_round, spa_round
 
 from knockgate.core.spa import (
     PACKET_SIZE,
@@ -262,7 +262,7 @@ def start_fwknopd(bed: TestBed, folder: Path) -> Daemon:
         if made.returncode != 0 or not packet_file.exists():
             raise RuntimeError(f"fwknop client failed: {made.stderr.strip()}")
         packet = packet_file.read_bytes().strip()
-        return lambda: _send(source, "udp", 62201, packet)
+        return lambda: send_from(source, "udp", 62201, packet)
 
     return Daemon(process, pid, prepare, GARBAGE_FWKNOP, [out])
 
@@ -309,7 +309,7 @@ def one_round(prepare: Callable[[str], Callable[[], None]], source: str,
     final()
     result = None
     while time.perf_counter() - sent < deadline:
-        if _connects(source, PROBE_TIMEOUT):
+        if connects(source, PROBE_TIMEOUT):
             result = (time.perf_counter() - sent) * 1000
             break
     time.sleep(ROUND_GAP)
@@ -320,7 +320,7 @@ def assert_closed(bed: TestBed, source: str) -> None:
     with inside(bed.client):
         end = time.perf_counter() + 0.3
         while time.perf_counter() < end:
-            if _connects(source, 0.002):
+            if connects(source, 0.002):
                 raise RuntimeError("tcp:22 accepts before any knock: the guard is not closed")
 
 

@@ -57,7 +57,7 @@ open_for = 60
 """
 
 
-def _connects(source: str, probe_timeout: float) -> bool:
+def connects(source: str, probe_timeout: float) -> bool:
     """One SYN from ``source``; True on SYN-ACK within ``probe_timeout``."""
     with socket.socket() as sock:
         sock.setblocking(False)
@@ -69,7 +69,7 @@ def _connects(source: str, probe_timeout: float) -> bool:
         return bool(writable) and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
 
 
-def _send(source: str, proto: str, port: int, payload: bytes = b"\0") -> None:
+def send_from(source: str, proto: str, port: int, payload: bytes = b"\0") -> None:
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.setblocking(False)
@@ -81,17 +81,17 @@ def _send(source: str, proto: str, port: int, payload: bytes = b"\0") -> None:
 
 
 def sequence_round(source: str) -> Callable[[], None]:
-    _send(source, "tcp", 7000)
-    _send(source, "udp", 8000)
+    send_from(source, "tcp", 7000)
+    send_from(source, "udp", 8000)
     time.sleep(0.01)  # the first knocks are not what we time
-    return lambda: _send(source, "tcp", 9000)
+    return lambda: send_from(source, "tcp", 9000)
 
 
 def spa_round(key: SpaKey) -> Callable[[str], Callable[[], None]]:
     def prepare(source: str) -> Callable[[], None]:
         packet = seal_at(key=key, now=time.time(), nonce=os.urandom(NONCE_SIZE),
                          request=SpaRequest(ports=(("tcp", 22),)))
-        return lambda: _send(source, "udp", 62201, packet)
+        return lambda: send_from(source, "udp", 62201, packet)
     return prepare
 
 
@@ -104,7 +104,7 @@ def measure(prepare: Callable[[str], Callable[[], None]], sources: list[str],
         sent = time.perf_counter()
         final()
         while time.perf_counter() - sent < 2.0:
-            if _connects(source, probe_timeout):
+            if connects(source, probe_timeout):
                 samples.append((time.perf_counter() - sent) * 1000)
                 break
         else:
