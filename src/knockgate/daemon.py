@@ -24,6 +24,7 @@ from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
 from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
 from knockgate.core.kernel_doors import KernelSettings, door_of_prefix
 from knockgate.core.ratelimit import LogBudget
+from knockgate.core.scan_guard import RESET_PREFIX
 from knockgate.core.spa import PACKET_SIZE as SPA_PACKET_SIZE
 from knockgate.core.spa import VERSION as SPA_VERSION
 from knockgate.core.spa_policy import SpaGrant
@@ -182,12 +183,13 @@ class Daemon:
                           KernelSettings(config.options.nflog_group,
                                          min(config.options.max_pending, 1 << 20),
                                          self._overflow_seed))
-        self._listen_for_kernel_openings(config)
+        self._listen_to_the_kernel(config)
 
-    def _listen_for_kernel_openings(self, config: Config) -> None:
-        """Kernel doors report each opening to an NFLOG group; the daemon logs it and runs
-        the door's commands."""
-        wanted = any(door.engine == "kernel" for door in config.doors)
+    def _listen_to_the_kernel(self, config: Config) -> None:
+        """Kernel doors report each opening to an NFLOG group (the daemon logs it and runs the
+        door's commands); the scan guard of userspace doors reports sources that touched
+        another port while knocking."""
+        wanted = bool(config.doors)
         group = config.options.nflog_group
         if self._nflog is not None and (not wanted or self._nflog.group != group):
             asyncio.get_running_loop().remove_reader(self._nflog.fileno())
@@ -195,12 +197,22 @@ class Daemon:
             self._nflog = None
         if wanted and self._nflog is None:
             self._nflog = NflogListener(group)
-            asyncio.get_running_loop().add_reader(self._nflog.fileno(), self._on_kernel_open)
+            asyncio.get_running_loop().add_reader(self._nflog.fileno(), self._on_kernel_events)
 
-    def _on_kernel_open(self) -> None:
-        assert self._nflog is not None and self._running is not None
+    def _on_kernel_events(self) -> set[IPAddress]:
+        """Handle queued NFLOG events; return the sources the scan guard reported."""
+        if self._nflog is None or self._running is None:
+            return set()
         lost = self._nflog.lost
+        scanned: set[IPAddress] = set()
         for event in self._nflog.drain():
+            if event.prefix == RESET_PREFIX:
+                scanned.add(event.source)
+                self._running.engine.forget(event.source)
+                if self._stage_log.allow(self._clock()):
+                    log.info("%s reset on every door: it touched another port while knocking",
+                             event.source)
+                continue
             name = door_of_prefix(event.prefix)
             door = self._running.doors.get(name or "")
             if door is None or door.engine != "kernel":
@@ -209,8 +221,9 @@ class Daemon:
                      ", ".join(map(str, door.open)) or "nothing", event.source, door.open_for)
             self._start_commands(door, event.source)
         if self._nflog.lost > lost:
-            log.warning("NFLOG overflowed: some kernel openings were not reported, so their "
-                        "commands did not run")
+            log.warning("NFLOG overflowed: some kernel openings or scan resets were not "
+                        "reported")
+        return scanned
 
     def _schedule_prune(self) -> None:
         running = self._running
@@ -321,6 +334,8 @@ class Daemon:
         now = self._clock()
         self._batch_started = time.perf_counter()
         assert running.capture is not None
+        # Scan resets queued before this batch's packets arrived must apply first.
+        self._on_kernel_events()
         try:
             batch = list(running.capture.drain())
         except OSError as exc:
@@ -388,6 +403,10 @@ class Daemon:
 
     def _open(self, door: Door, source: IPAddress) -> None:
         assert self._nft is not None
+        if source in self._on_kernel_events():
+            log.info("door %s: not opened for %s: it touched another port while knocking",
+                     door.name, source)
+            return
         if door.one_time is not None and not self._consume_one_time(door):
             return
         if door.open:

@@ -54,11 +54,12 @@ def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, ser
     assert daemon.process.poll() is None
 
 
-def test_full_random_order_port_scan_opens_nothing_then_a_knock_opens(bed, serve):
-    """Default engine (kernel): a scan that hits the knock ports in the right order, among
-    every other port, must not open the door."""
+@pytest.mark.parametrize("engine", ["userspace", "kernel"])
+def test_full_random_order_port_scan_opens_nothing_then_a_knock_opens(bed, serve, engine):
+    """A scan that hits the knock ports in the right order, among every other port, must
+    not open the door."""
     bed.listen(22)
-    daemon = serve(DOOR.format(engine="kernel").replace('\nsequence = ["tcp:7000", "udp:8000", '
+    daemon = serve(DOOR.format(engine=engine).replace('\nsequence = ["tcp:7000", "udp:8000", '
                                                         '"tcp:9000"]',
                                                         '\nsequence = ["tcp:7000", "tcp:8000", '
                                                         '"tcp:9000"]'))

@@ -35,6 +35,11 @@ class Engine:
             self.doors[door.name] = DoorSequence(door, self.max_pending)
         self._index()
 
+    def forget(self, source: IPAddress) -> None:
+        """``source`` loses its progress on every door (it scanned while knocking)."""
+        for machine in self.doors.values():
+            machine.forget(source)
+
     def watched_ports(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._by_port)
 

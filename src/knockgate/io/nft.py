@@ -17,6 +17,7 @@ from knockgate.core.ruleset import (
     render_teardown,
     set_name,
 )
+from knockgate.core.scan_guard import merge, render_scan_guard
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter, concat_key
 from knockgate.model import Door, IPAddress, PortSpec
@@ -68,23 +69,23 @@ class Nftables:
     def install(self, doors: list[Door], hidden: list[PortSpec],
                 port_grants: list[PortSpec] | None = None,
                 kernel: KernelSettings | None = None) -> None:
-        """Apply the whole table in one transaction; doors with engine "kernel" get their
-        knock rules too (``kernel`` is then required)."""
+        """Apply the whole table in one transaction: doors with engine "kernel" get their knock
+        rules, userspace doors the scan guard that reports sources touching other ports."""
+        kernel = kernel or KernelSettings()
         existing = self.existing_sets()
         in_kernel = [door for door in doors if door.engine == "kernel"]
-        spliced = Spliced()
-        if in_kernel:
-            assert kernel is not None
-            penalties = {door.name: door.penalty for door in in_kernel}
-            rules = render_kernel_doors(in_kernel, kernel, penalties, existing)
-            spliced = Spliced(rules.declarations, rules.rules,
+        in_userspace = [door for door in doors if door.engine == "userspace"]
+        penalties = {door.name: door.penalty for door in in_kernel}
+        # Always rendered: the knock chains are flushed even without kernel doors, so stale
+        # stage sets lose their last reference and can be deleted.
+        rules = render_kernel_doors(in_kernel, kernel, penalties, existing)
+        kernel_part = Spliced(rules.declarations, rules.rules,
                               frozenset(kernel_set_names(in_kernel, penalties)))
-        else:
-            # The knock chains exist once a kernel door was installed; empty them so stale
-            # stage sets lose their last reference and can be deleted.
-            spliced = Spliced(render_kernel_doors([], KernelSettings(), {}, existing)
-                              .declarations)
-        self.run(render_ruleset(doors, hidden, existing, port_grants or [], spliced))
+        not_scans = {(f.proto, f.port) for door in in_kernel for f in door.sequence}
+        not_scans |= {(spec.proto, spec.port) for spec in hidden + (port_grants or [])}
+        guard = render_scan_guard(in_userspace, kernel.log_group, kernel.stage_size, not_scans)
+        self.run(render_ruleset(doors, hidden, existing, port_grants or [],
+                                merge(kernel_part, guard)))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
         self._elements.grant(set_name(door, source.version), [source.packed],
