@@ -42,7 +42,7 @@ _PLACEHOLDERS = frozenset({"ip", "door", "key"})
 
 _DAEMON_KEYS = {
     "interfaces": "network interfaces to watch (default: every non-loopback one)",
-    "max_pending": "how many sources may be mid-sequence per door",
+    "max_pending": "sources remembered at their first knock, per door",
     "command_timeout": "seconds a command may run before it is killed",
     "hide_knock_ports": "drop packets to knock ports so they look like any closed port",
     "state_dir": "where the SPA replay cache lives (default /var/lib/knockgate)",

@@ -112,6 +112,23 @@ def test_state_is_bounded_and_evicts_oldest_first():
     assert knock(m, sources[4], "tcp:9000", 1) == [Open("ssh", sources[4])]
 
 
+def test_a_first_knock_flood_cannot_evict_sources_further_along():
+    m = machine("tcp:7000", "udp:8000", "tcp:9000", cap=100)
+    knock(m, A, "tcp:7000", 0)
+    knock(m, A, "udp:8000", 0.1)
+    for i in range(10_000):
+        knock(m, ip_address(0x0ACA0000 + i), "tcp:7000", 0.2)
+    assert len(m) == 101 and m.evicted == 10_000 - 100
+    assert knock(m, A, "tcp:9000", 0.3) == [Open("ssh", A)]
+
+
+def test_an_expired_attempt_is_not_resumed_even_if_not_yet_pruned():
+    m = machine("tcp:7000", "udp:8000", "tcp:9000", timeout=1)
+    knock(m, B, "tcp:7000", 0.5)  # pruning stops at B, which is still fresh at t=1.2
+    knock(m, A, "tcp:7000", 0.0)  # ...but A was re-added after B: behind it in the table
+    assert knock(m, A, "udp:8000", 1.2) == []
+
+
 def test_expired_entries_are_pruned_without_their_source_returning():
     m = machine("tcp:7000", "tcp:9000", timeout=1)
     for i in range(50):

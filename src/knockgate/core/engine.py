@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from knockgate.core.sequence import DoorSequence
 from knockgate.model import Decision, Door, IPAddress, Packet
 
-DEFAULT_MAX_PENDING = 65536
+DEFAULT_MAX_PENDING = 32768
 
 
 class Engine:
