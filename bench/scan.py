@@ -7,7 +7,7 @@ SYN to every port 1-65535 in a fresh random order from its own client address, t
 whether tcp:22 accepts that address. Afterwards a correct knock from a fresh address must
 still open (otherwise "0 opened" would mean nothing).
 
-    sudo .venv/bin/python bench/scan.py [--scans 20] [--json FILE]
+    sudo .venv/bin/python bench/scan.py [--scans 20] [--json FILE] [--docs docs/scans.md]
 """
 
 from __future__ import annotations
@@ -42,6 +42,25 @@ KNOCKD = """
     Seq_Timeout = 5
     TCPFlags    = syn
     Command     = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+"""
+
+
+DOCS = """# Port scans against knock doors
+
+Does a full port scan open a door? Each scan sends one SYN to every TCP port 1-65535 in a fresh
+random order from its own address, against the door tcp:7000 tcp:8000 tcp:9000 guarding tcp:22
+(all TCP, so a SYN scan could complete it), then tries tcp:22 from that address. A correct knock
+from a fresh address must open afterwards. Regenerate with
+`.venv/bin/python bench/scan.py --docs docs/scans.md --json docs/scans.json` (root; about 90 s).
+
+Run of {date} (same machine as [benchmarks.md](benchmarks.md)):
+
+{table}
+
+knockd only sees its sequence ports, so a scan that happens to hit them in order opens it
+(3 ports: one order in six). knockgate resets a source that touches any other port while
+knocking: the kernel engine in its own rules, the userspace engine through the kernel's
+report of knocking sources that touch other ports.
 """
 
 
@@ -102,6 +121,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--docs", type=Path, help="also write the table as a markdown page")
     args = parser.parse_args()
     reason = require_root_tools()
     if reason or not shutil.which("knockd"):
@@ -109,13 +129,18 @@ def main() -> int:
         return 1
     results = [run_variant(v, args.scans)
                for v in ("knockgate-kernel", "knockgate-userspace", "knockd")]
-    print("| daemon | full random-order scans | doors opened | correct knock then opens |")
-    print("|---|--:|--:|:-:|")
-    for r in results:
-        print(f"| {r['variant']} | {r['scans']} (median {r['scan_seconds_median']} s each) | "
-              f"{r['opened']} | {'yes' if r['correct_knock_opens'] else 'NO'} |")
+    table = "\n".join([
+        "| daemon | full random-order scans | doors opened | correct knock then opens |",
+        "|---|--:|--:|:-:|",
+        *(f"| {r['variant']} | {r['scans']} (median {r['scan_seconds_median']} s each) | "
+          f"{r['opened']} | {'yes' if r['correct_knock_opens'] else 'NO'} |" for r in results),
+    ])
+    print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.docs:
+        args.docs.write_text(DOCS.format(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                         table=table))
     return 0
 
 
