@@ -57,8 +57,8 @@ Run of {date} (same machine as [benchmarks.md](benchmarks.md)):
 
 {table}
 
-knockd only sees its sequence ports, so a scan that happens to hit them in order opens it
-(3 ports: one order in six). knockgate resets a source that touches any other port while
+knockd only sees its sequence ports, so a scan that happens to hit them in a favourable order
+opens it; nothing a scan sends elsewhere counts against it. knockgate resets a source that touches any other port while
 knocking: the kernel engine in its own rules, the userspace engine through the kernel's
 report of knocking sources that touch other ports.
 """
