@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -22,9 +23,11 @@ class TcpFlag(enum.IntFlag):
 ALL_FLAGS = 0x3F
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One captured IP packet, already decoded. ``flags`` is 0 for UDP."""
+class Packet(NamedTuple):
+    """One captured IP packet, already decoded. ``flags`` is 0 for UDP.
+
+    Packets and decisions are NamedTuples, not frozen dataclasses: one is built per packet,
+    and a frozen dataclass's __init__ costs several times as much."""
 
     src: IPAddress
     dst: IPAddress
@@ -115,8 +118,7 @@ class Door:
 # --- decisions returned by the engine -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(NamedTuple):
     """A source matched step ``step`` (1-based) of ``total`` of a door's sequence."""
 
     door: str
@@ -125,8 +127,7 @@ class Progress:
     total: int
 
 
-@dataclass(frozen=True, slots=True)
-class Reset:
+class Reset(NamedTuple):
     """A source lost its progress on a door; ``reason`` says why, for the log."""
 
     door: str
@@ -134,8 +135,7 @@ class Reset:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Open:
+class Open(NamedTuple):
     """A source completed a door's sequence: grant it the door's ports."""
 
     door: str

@@ -172,3 +172,22 @@ def test_engine_cost_does_not_grow_with_pending_sources():
         engine.handle(Packet(ip_address(0x0ACA0000 + i), SERVER, "tcp", 1, 7000, SYN), 0.5)
     assert engine.pending() == 200_000
     assert cost() < empty * 3 + 0.05
+
+
+def test_cost_stays_flat_while_a_full_table_churns():
+    """Evicting from the front of a plain dict makes each later lookup of its oldest entry
+    walk over the holes (O(n)); the tables must stay O(1) under a flood that churns them."""
+    import time
+
+    m = machine("tcp:7000", "udp:8000", "tcp:9000", cap=50_000)
+
+    def churn(base: int) -> float:
+        start = time.perf_counter()
+        for i in range(50_000):
+            knock(m, ip_address(base + i), "tcp:7000", 1.0)
+        return time.perf_counter() - start
+
+    filling = churn(0x0ACA0000)
+    evicting = churn(0x0ACB0000)  # every insert now evicts the oldest
+    assert m.evicted == 50_000
+    assert evicting < filling * 3 + 0.1

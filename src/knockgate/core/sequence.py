@@ -14,12 +14,15 @@ Rules, for a packet from source S on a port that matters to the door:
 State is bounded, in two tiers. Sources that matched only the first frame (all a spoofed
 first-knock flood can produce) live in one table of at most ``max_pending``; sources further
 along live in another of at most ``max_pending // 4``, which such a flood never touches. When a
-table is full its oldest attempt is evicted. Each table is a dict in the order its entries
-arrived, so expired entries are pruned from the front, and every packet costs O(1) however
-many sources are mid-sequence.
+table is full its oldest attempt is evicted. Each table is an OrderedDict in the order its
+entries arrived, so expired entries are pruned from the front, and every packet costs O(1)
+however many sources are mid-sequence.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
 
 from knockgate.model import Decision, Door, IPAddress, Open, Progress, Reset
 
@@ -33,10 +36,12 @@ class DoorSequence:
         self.door = door
         self.max_pending = max_pending
         self.evicted = 0
+        # OrderedDicts, not dicts: a dict that keeps losing its oldest entries makes every
+        # next(iter()) step over the holes left at its front, O(n) per packet under a flood.
         # source -> time of its first knock; arrival order == start order
-        self._first: dict[IPAddress, float] = {}
+        self._first: OrderedDict[IPAddress, float] = OrderedDict()
         # source -> (frames matched, time of first knock), for sources past the first frame
-        self._later: dict[IPAddress, tuple[int, float]] = {}
+        self._later: OrderedDict[IPAddress, tuple[int, float]] = OrderedDict()
         self._later_cap = max(1, max_pending // 4)
 
     def __len__(self) -> int:
@@ -49,15 +54,15 @@ class DoorSequence:
         frames = self.door.sequence
         steps, started = self._progress(source, now)
         if frames[steps].matches(proto, port, flags):
-            return [self._advance(source, steps + 1, started)]
+            return [self._advance(source, steps, steps + 1, started)]
         if steps and frames[steps - 1].matches(proto, port, flags):
             return []
         if steps == 0 or not any(f.matches(proto, port, flags) for f in frames):
             return []
-        self.forget(source)
+        self._remove(source, steps)
         decisions: list[Decision] = [Reset(self.door.name, source, "knock out of order")]
         if frames[0].matches(proto, port, flags):
-            decisions.append(self._advance(source, 1, now))
+            decisions.append(self._advance(source, 0, 1, now))
         return decisions
 
     def forget(self, source: IPAddress) -> None:
@@ -65,40 +70,48 @@ class DoorSequence:
         self._later.pop(source, None)
 
     def _progress(self, source: IPAddress, now: float) -> tuple[int, float]:
-        """(frames matched, first knock time); (0, now) for none or an expired attempt."""
-        if source in self._first:
-            steps, started = 1, self._first[source]
+        """(frames matched, first knock time); (0, now) for none or an expired attempt.
+        Every dict operation hashes an address object, which is not cheap: few of them."""
+        started = self._first.get(source)
+        if started is not None:
+            steps = 1
         else:
             steps, started = self._later.get(source, (0, now))
         if steps and now - started > self.door.timeout:
-            self.forget(source)
+            self._remove(source, steps)
             return 0, now
         return steps, started
 
-    def _advance(self, source: IPAddress, steps: int, started: float) -> Decision:
-        total = len(self.door.sequence)
-        self.forget(source)
-        if steps == total:
-            return Open(self.door.name, source)
+    def _remove(self, source: IPAddress, steps: int) -> None:
         if steps == 1:
+            del self._first[source]
+        elif steps:
+            del self._later[source]
+
+    def _advance(self, source: IPAddress, steps: int, new_steps: int, started: float
+                 ) -> Decision:
+        total = len(self.door.sequence)
+        self._remove(source, steps)
+        if new_steps == total:
+            return Open(self.door.name, source)
+        if new_steps == 1:
             self._make_room(self._first, self.max_pending)
             self._first[source] = started
         else:
             self._make_room(self._later, self._later_cap)
-            self._later[source] = (steps, started)
-        return Progress(self.door.name, source, steps, total)
+            self._later[source] = (new_steps, started)
+        return Progress(self.door.name, source, new_steps, total)
 
-    def _make_room(self, table: dict[IPAddress, float] | dict[IPAddress, tuple[int, float]],
-                   cap: int) -> None:
+    def _make_room(self, table: OrderedDict[IPAddress, Any], cap: int) -> None:
         if len(table) >= cap:
-            del table[next(iter(table))]
+            table.popitem(last=False)
             self.evicted += 1
 
     def _prune(self, now: float) -> None:
         deadline = now - self.door.timeout
         first = self._first
         while first and first[next(iter(first))] < deadline:
-            del first[next(iter(first))]
+            first.popitem(last=False)
         later = self._later
         while later and later[next(iter(later))][1] < deadline:
-            del later[next(iter(later))]
+            later.popitem(last=False)
