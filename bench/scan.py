@@ -58,9 +58,9 @@ Run of {date} (same machine as [benchmarks.md](benchmarks.md)):
 {table}
 
 knockd only sees its sequence ports, so a scan that happens to hit them in a favourable order
-opens it; nothing a scan sends elsewhere counts against it. knockgate resets a source that touches any other port while
-knocking: the kernel engine in its own rules, the userspace engine through the kernel's
-report of knocking sources that touch other ports.
+opens it; nothing a scan sends elsewhere counts against it. knockgate resets a source that
+touches any other port while knocking: the kernel engine in its own rules, the userspace
+engine through the kernel's report of knocking sources that touch other ports.
 """
 
 
