@@ -163,10 +163,11 @@ def test_knocks_to_other_destinations_do_not_count(bed, serve):
     assert not bed.can_connect(SERVER_V4, 22)
 
 
-def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
+@BOTH
+def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path, engine):
     bed.listen(22)
     bed.listen(2222)
-    daemon = serve(door(5))
+    daemon = serve(door(30, engine))
     config = tmp_path / "knockgate.toml"
     config.write_text(config.read_text() + "\nbogus = [\n")
     mark = daemon.mark()
@@ -176,14 +177,25 @@ def test_sighup_with_broken_file_keeps_serving(bed, serve, tmp_path: Path):
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
 
-    config.write_text(door(5).replace('"tcp:22"', '"tcp:2222"'))
+    # A new door, and the old one switched to the other engine: its live grant stays.
+    other = "kernel" if engine == "userspace" else "userspace"
+    config.write_text(door(30, other) + WEB_DOOR)
     mark = daemon.mark()
     daemon.signal(signal.SIGHUP)
-    daemon.wait_for("reloaded door ssh", after=mark)
+    daemon.wait_for("reloaded door web", after=mark)
     assert bed.can_connect(SERVER_V4, 22), "the grant on a kept door survives a reload"
-    assert not bed.can_connect(SERVER_V4, 2222, source=CLIENT_V4_OTHER)
-    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert not bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER), "22 is still guarded"
+    assert not bed.can_connect(SERVER_V4, 2222), "the new door starts shut"
+    knock(bed, "tcp:7100", "tcp:7200")
     assert bed.wait_until_open(SERVER_V4, 2222) is not None, daemon.log
+
+
+WEB_DOOR = """
+[[door]]
+name = "web"
+sequence = ["tcp:7100", "tcp:7200"]
+open = ["tcp:2222"]
+"""
 
 
 @BOTH
