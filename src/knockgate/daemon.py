@@ -14,11 +14,12 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 
 from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
-from knockgate.core.decode import decode
+from knockgate.core.decode import decode, decode_knock
 from knockgate.core.engine import Engine
 from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
 from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
@@ -341,17 +342,20 @@ class Daemon:
         except OSError as exc:
             log.error("capture read failed: %s", exc)
             return
-        spa_ports = _spa_ports(running)
+        spa_ports, local, engine = _spa_ports(running), addresses.packed, running.engine
         for data, _interface in batch:
-            packet = decode(data)
-            if packet is None:
+            knock = decode_knock(data)
+            if knock is None:
                 continue
-            if packet.dst not in addresses and not running.engine.counts_for(packet.dst):
+            if knock.dst not in local and not engine.counts_for(knock.dst):
                 continue
-            if packet.proto == "udp" and packet.dport in spa_ports:
-                self._on_spa(running, packet)
+            if knock.proto == "udp" and knock.dport in spa_ports:
+                packet = decode(data)
+                if packet is not None:
+                    self._on_spa(running, packet)
                 continue
-            for decision in running.engine.handle(packet, now):
+            for decision in engine.handle_knock(knock.src, knock.dst, knock.proto, knock.dport,
+                                                knock.flags, now):
                 self._act(decision, running, now)
 
     def _on_spa(self, running: _Running, packet: Packet) -> None:
@@ -387,19 +391,21 @@ class Daemon:
                                     user=grant.user, group=grant.group))
 
     def _act(self, decision: Decision, running: _Running, now: float) -> None:
+        """``decision.source`` is packed bytes here (the engine's hot path)."""
         if isinstance(decision, Progress | Reset) and not self._stage_log.allow(now):
             return
         suppressed = self._stage_log.take_suppressed()
         if suppressed:
             log.warning("%d knock and reset messages suppressed (more than %g per second)",
                         suppressed, self._stage_log.rate)
+        source = ip_address(decision.source)  # type: ignore[arg-type]
         if isinstance(decision, Progress):
-            log.info("door %s: %s knock %d/%d", decision.door, decision.source, decision.step,
+            log.info("door %s: %s knock %d/%d", decision.door, source, decision.step,
                      decision.total)
         elif isinstance(decision, Reset):
-            log.info("door %s: %s reset (%s)", decision.door, decision.source, decision.reason)
+            log.info("door %s: %s reset (%s)", decision.door, source, decision.reason)
         elif isinstance(decision, Open):
-            self._open(running.doors[decision.door], decision.source)
+            self._open(running.doors[decision.door], source)
 
     def _open(self, door: Door, source: IPAddress) -> None:
         assert self._nft is not None

@@ -89,3 +89,27 @@ def test_garbage_never_raises(data, link):
 def test_mutated_headers_never_raise(tail):
     for head in (b"\x45", b"\x46", b"\x60", b"\x4f"):
         decode(head + tail)
+
+
+def test_knock_view_agrees_with_the_full_decoder():
+    from knockgate.core.decode import decode_knock
+
+    for data in (ipv4(6, tcp(7000, TcpFlag.SYN | TcpFlag.ACK)), ipv4(17, udp(8000, b"x")),
+                 ipv6(6, tcp(9000, TcpFlag.FIN)), ipv6(0, bytes([17, 0]) + bytes(6) + udp(5))):
+        full, knock = decode(data), decode_knock(data)
+        assert full is not None and knock is not None
+        assert knock == (full.src.packed, full.dst.packed, full.proto, full.dport, full.flags)
+    for bad in (b"", ipv4(6, tcp(7000, 2), frag=5), ipv4(1, bytes(8)),
+                ipv4(6, tcp(7000, 2))[:30], ipv4(17, bytes(4)),
+                ipv4(17, struct.pack("!HHHH", 1, 8000, 200, 0))):
+        assert decode_knock(bad) is None
+
+
+@given(st.binary(max_size=120))
+def test_knock_view_never_raises_and_agrees(data):
+    from knockgate.core.decode import decode_knock
+
+    knock, full = decode_knock(data), decode(data)
+    assert (knock is None) == (full is None)
+    if knock is not None and full is not None:
+        assert knock == (full.src.packed, full.dst.packed, full.proto, full.dport, full.flags)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from knockgate.model import Packet
 
@@ -29,6 +30,53 @@ class LinkType(enum.IntEnum):
     ETHERNET = 1
     RAW = 101
     LINUX_SLL = 113
+
+
+class Knock(NamedTuple):
+    """The few fields a knock needs, with addresses left as packed bytes: building and hashing
+    ipaddress objects costs more than the rest of a packet's handling under a flood."""
+
+    src: bytes
+    dst: bytes
+    proto: str
+    dport: int
+    flags: int
+
+
+_IPV4_FIXED = struct.Struct("!BxH2xHxB2x4s4s")
+_PROTO_NAMES = {_TCP: "tcp", _UDP: "udp"}
+
+
+def decode_knock(data: bytes) -> Knock | None:
+    """A raw IP packet's knock fields, or None; IPv6 with extension headers goes the long way
+    through ``decode``. Never raises on garbage."""
+    try:
+        if data[0] >> 4 == 4:
+            return _ipv4_knock(data)
+    except (IndexError, struct.error):
+        return None
+    packet = decode(data)
+    if packet is None:
+        return None
+    return Knock(packet.src.packed, packet.dst.packed, packet.proto, packet.dport, packet.flags)
+
+
+def _ipv4_knock(data: bytes) -> Knock | None:
+    first, total_len, fragment, proto, src, dst = _IPV4_FIXED.unpack_from(data)
+    header_len = (first & 0x0F) * 4
+    name = _PROTO_NAMES.get(proto)
+    if name is None or header_len < 20 or fragment & 0x1FFF or len(data) < total_len:
+        return None
+    segment = total_len - header_len
+    if name == "tcp":
+        if segment < 20 or not 20 <= (data[header_len + 12] >> 4) * 4 <= segment:
+            return None
+        return Knock(src, dst, name, (data[header_len + 2] << 8) | data[header_len + 3],
+                     data[header_len + 13])
+    udp_len = (data[header_len + 4] << 8) | data[header_len + 5] if segment >= 8 else 0
+    if not 8 <= udp_len <= segment:
+        return None
+    return Knock(src, dst, name, (data[header_len + 2] << 8) | data[header_len + 3], 0)
 
 
 def decode(data: bytes, link: LinkType = LinkType.RAW) -> Packet | None:

@@ -25,7 +25,8 @@ class Engine:
         for machine in self.doors.values():
             for key in {(f.proto, f.port) for f in machine.door.sequence}:
                 self._by_port[key] = (*self._by_port.get(key, ()), machine)
-        self.targets = frozenset(m.door.target for m in self.doors.values() if m.door.target)
+        self.targets = frozenset(m.door.target.packed for m in self.doors.values()
+                                 if m.door.target)
 
     def replace_door(self, door: Door) -> None:
         """Swap in a door's new definition (a one-time door's next sequence); its progress
@@ -38,26 +39,34 @@ class Engine:
     def forget(self, source: IPAddress) -> None:
         """``source`` loses its progress on every door (it scanned while knocking)."""
         for machine in self.doors.values():
-            machine.forget(source)
+            machine.forget(source.packed)
 
     def watched_ports(self) -> frozenset[tuple[str, int]]:
         return frozenset(self._by_port)
 
     def handle(self, packet: Packet, now: float) -> list[Decision]:
-        machines = self._by_port.get((packet.proto, packet.dport))
+        """Decisions for a decoded packet, naming its source as the packet does."""
+        return [decision._replace(source=packet.src) for decision in self.handle_knock(
+            packet.src.packed, packet.dst.packed, packet.proto, packet.dport, packet.flags, now)]
+
+    def handle_knock(self, source: bytes, destination: bytes, proto: str, port: int,
+                     flags: int, now: float) -> list[Decision]:
+        """The hot path: addresses as packed bytes; decisions name the source as bytes too."""
+        machines = self._by_port.get((proto, port))
         if not machines:
             return []
         decisions: list[Decision] = []
         for machine in machines:
             target = machine.door.target
-            if target is not None and packet.dst != target:
+            if target is not None and destination != target.packed:
                 continue
-            decisions += machine.handle(packet.src, packet.proto, packet.dport, packet.flags, now)
+            decisions += machine.handle(source, proto, port, flags, now)  # type: ignore[arg-type]
         return decisions
 
     def pending(self) -> int:
         return sum(len(machine) for machine in self.doors.values())
 
-    def counts_for(self, destination: IPAddress) -> bool:
-        """Knocks to a door's target count even when it is not one of this host's addresses."""
+    def counts_for(self, destination: bytes) -> bool:
+        """Knocks to a door's target (packed) count even when it is not one of this host's
+        addresses."""
         return destination in self.targets

@@ -70,13 +70,11 @@ class LocalAddresses:
 
     def __init__(self) -> None:
         self.addresses: set[IPAddress] = set()
+        self.packed: set[bytes] = set()  # the same, for the packet path
         self._events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
         self._events.bind((0, _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV6_IFADDR))
         self._events.setblocking(False)
         self.refresh()
-
-    def __contains__(self, address: object) -> bool:
-        return address in self.addresses
 
     def fileno(self) -> int:
         return self._events.fileno()
@@ -93,6 +91,7 @@ class LocalAddresses:
                 if any(kind in (_NLMSG_DONE, _NLMSG_ERROR) for kind, _ in messages):
                     break
         self.addresses = found
+        self.packed = {address.packed for address in found}
 
     def on_readable(self) -> list[str]:
         """Apply pending notifications; return a description of each change for the log."""
@@ -112,9 +111,11 @@ class LocalAddresses:
                     continue
                 if kind == _RTM_NEWADDR and address not in self.addresses:
                     self.addresses.add(address)
+                    self.packed.add(address.packed)
                     changes.append(f"address {address} added")
                 elif kind == _RTM_DELADDR:
                     self.addresses.discard(address)
+                    self.packed.discard(address.packed)
                     changes.append(f"address {address} removed")
 
     def close(self) -> None:
