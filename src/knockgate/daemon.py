@@ -34,6 +34,7 @@ from knockgate.fwknop_service import FwknopService
 from knockgate.io.bpf import datagram_length_clause, fixed_datagram_clause, port_filter
 from knockgate.io.capture import Capture
 from knockgate.io.commands import run_command
+from knockgate.io.instance import claim_namespace
 from knockgate.io.netlink import LocalAddresses
 from knockgate.io.nflog import NflogListener
 from knockgate.io.nft import Nftables
@@ -128,6 +129,7 @@ class Daemon:
         self._batch_started = 0.0
         self._stage_log = LogBudget(rate=_STAGE_LOGS_PER_SECOND, burst=_STAGE_LOG_BURST)
         self._nflog: NflogListener | None = None
+        self._installed = False
         # Random per run, so a flooder cannot aim at a real client's overflow bucket.
         self._overflow_seed = int.from_bytes(os.urandom(4), "big")
 
@@ -135,11 +137,13 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        claim = claim_namespace()
         try:
             self._nft = Nftables()
             self._addresses = LocalAddresses()
             self._running = self._prepare(self._first_config)
             self._install(self._first_config)
+            self._installed = True
             self._watch(self._running)
             self._schedule_prune()
             loop.add_reader(self._addresses.fileno(), self._on_address_change)
@@ -154,6 +158,7 @@ class Daemon:
             await self._stopping.wait()
         finally:
             await self._teardown(loop)
+            claim.close()
 
     def _prepare(self, config: Config) -> _Running:
         engine = Engine([d for d in config.doors if d.engine == "userspace"],
@@ -260,11 +265,13 @@ class Daemon:
             self._nflog.close()
         await self._run_pending_stop_commands()
         if self._nft is not None:
-            try:
-                self._nft.remove()
-                log.info("removed nftables table inet knockgate")
-            except KnockgateError as exc:
-                log.error("teardown: %s", exc)
+            # A start that failed before installing leaves any existing table alone.
+            if self._installed:
+                try:
+                    self._nft.remove()
+                    log.info("removed nftables table inet knockgate")
+                except KnockgateError as exc:
+                    log.error("teardown: %s", exc)
             self._nft.close()
         for store in self._stores.values():
             store.close()
@@ -343,7 +350,7 @@ class Daemon:
             log.error("capture read failed: %s", exc)
             return
         spa_ports, local, engine = _spa_ports(running), addresses.packed, running.engine
-        for data, _interface in batch:
+        for data in batch:
             knock = decode_knock(data)
             if knock is None:
                 continue

@@ -249,3 +249,20 @@ def test_interfaces_lists_the_namespace_links(bed):
     result = knockgate_cli(bed, bed.server, "interfaces")
     assert result.returncode == 0
     assert bed.server_if in result.stdout and "loopback" in result.stdout
+
+
+def test_named_interface_is_watched_and_a_missing_one_is_refused(bed, serve, tmp_path: Path):
+    bed.listen(22)
+    daemon = serve(door(5), "--interface", bed.server_if)
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+    config = tmp_path / "knockgate.toml"
+    second = knockgate_cli(bed, bed.server, "serve", "--config", str(config))
+    assert second.returncode == 1 and "another 'knockgate serve' is running" in second.stderr
+    assert not bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER), \
+        "the refused second daemon must leave the first one's table alone"
+    daemon.stop()
+    result = knockgate_cli(bed, bed.server, "serve", "--config", str(config),
+                           "--interface", "nosuch0")
+    assert result.returncode == 5
+    assert "no interface 'nosuch0'" in result.stderr

@@ -118,3 +118,28 @@ def datagram_length_clause(port: int, shortest: int, longest: int) -> str:
     low, high = 8 + shortest, 8 + longest
     return (f"udp dst port {port} and ((ip and udp[4:2] >= {low} and udp[4:2] <= {high}) "
             f"or (ip6 proto 17 and ip6[44:2] >= {low} and ip6[44:2] <= {high}))")
+
+
+# Linux's BPF extensions (linux/filter.h): loads of packet metadata libpcap cannot name for a
+# program compiled without a live handle. Hand-assembled, and only this prologue.
+_SKF_AD_OFF = 0xFFFFF000  # -0x1000 as an unsigned 32-bit offset
+_SKF_AD_PKTTYPE = 4
+_SKF_AD_IFINDEX = 8
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_RET_K = 0x06
+_PACKET_HOST = 0
+_LOOPBACK_IFINDEX = 1  # lo is always the first device of a network namespace
+
+
+def host_only_prologue() -> list[tuple[int, int, int, int]]:
+    """Drop, before the compiled filter runs, packets not addressed to this host at the link
+    layer (broadcast, multicast, other hosts', our own outgoing) and packets on loopback."""
+    return [
+        (_LD_W_ABS, 0, 0, _SKF_AD_OFF + _SKF_AD_PKTTYPE),
+        (_JEQ_K, 1, 0, _PACKET_HOST),
+        (_RET_K, 0, 0, 0),
+        (_LD_W_ABS, 0, 0, _SKF_AD_OFF + _SKF_AD_IFINDEX),
+        (_JEQ_K, 0, 1, _LOOPBACK_IFINDEX),
+        (_RET_K, 0, 0, 0),
+    ]

@@ -8,12 +8,11 @@ import socket
 from collections.abc import Iterator
 
 from knockgate.errors import CaptureError
-from knockgate.io.bpf import compile_filter, pack_program
+from knockgate.io.bpf import compile_filter, host_only_prologue, pack_program
 
 _ETH_P_ALL = 0x0003
 _SO_ATTACH_FILTER = 26
 _SO_RCVBUFFORCE = 33
-_PACKET_HOST = 0
 _RCVBUF = 8 * 1024 * 1024
 _BATCH = 512
 
@@ -38,7 +37,7 @@ class Capture:
                     f"no interface {name!r}; run 'knockgate interfaces' to list them"
                 ) from exc
         self.interfaces = frozenset(interfaces)
-        program = pack_program(compile_filter(filter_expression))
+        program = _program(filter_expression)
         try:
             # Unbound, so it sees every interface, including ones that appear later.
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM,
@@ -77,12 +76,20 @@ class Capture:
         return self._sock.fileno()
 
     def replace_filter(self, filter_expression: str) -> None:
-        self._attach(pack_program(compile_filter(filter_expression)))
+        self._attach(_program(filter_expression))
 
-    def drain(self) -> Iterator[tuple[bytes, str]]:
-        """Yield (ip packet, interface) for packets addressed to this host, up to one batch."""
+    def drain(self) -> Iterator[bytes]:
+        """Yield the IP packets addressed to this host, up to one batch.
+
+        The kernel filter already dropped other hosts' packets and loopback. Only when
+        interfaces are named is the sender's address read: CPython looks the interface name up
+        with an ioctl for every packet it returns an AF_PACKET address for.
+        """
         for _ in range(_BATCH):
             try:
+                if not self.interfaces:
+                    yield self._sock.recv(65535)
+                    continue
                 data, address = self._sock.recvfrom(65535)
             except BlockingIOError:
                 return
@@ -90,15 +97,15 @@ class Capture:
                 if exc.errno in (errno.ENETDOWN, errno.ENXIO):
                     continue  # an interface went away mid-read; the others still work
                 raise
-            interface, _, pkttype = address[0], address[1], address[2]
-            if pkttype != _PACKET_HOST or interface == "lo":
-                continue
-            if self.interfaces and interface not in self.interfaces:
-                continue
-            yield data, interface
+            if address[0] in self.interfaces:
+                yield data
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _program(filter_expression: str) -> bytes:
+    return pack_program(host_only_prologue() + compile_filter(filter_expression))
 
 
 def list_interfaces() -> list[tuple[int, str]]:
