@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _incumbents as inc
-from knock_latency import connects, send_from, sequence_round, spa_round
+from knock_latency import (
+    SEQUENCE_CONFIG,
+    SPA_CONFIG,
+    connects,
+    send_from,
+    sequence_round,
+    spa_round,
+)
 
 from knockgate.core.spa import (
     PACKET_SIZE,
@@ -58,28 +65,6 @@ PROBE_TIMEOUT = 100e-6          # as bench/knock_latency.py: one non-blocking co
 ROUND_GAP = 0.05                # pause between rounds, as bench/knock_latency.py
 TARGET_IDLE_MEDIAN_MS = 0.5
 TARGET_FLOOD_P90_MS = 2.0
-
-SEQUENCE_DOOR = """
-[[door]]
-name = "ssh"
-sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
-timeout = 5
-open = ["tcp:22"]
-open_for = 60
-{engine}"""
-SPA_CONFIG = """
-[daemon]
-state_dir = "{folder}/state"
-
-[spa]
-port = 62201
-
-[[spa.key]]
-name = "bench"
-secret = "{secret}"
-open = ["tcp:22"]
-open_for = 60
-"""
 
 # (key, label, flooder arguments); every flood comes from random sources in 10.202.0.0/16.
 FLOODS = (
@@ -213,7 +198,7 @@ def start_knockgate(bed: TestBed, folder: Path, kind: str) -> Daemon:
         config.write_text(SPA_CONFIG.format(folder=folder, secret=secret))
         prepare = spa_round(SpaKey("bench", decode_secret(secret)))
     else:
-        config.write_text(SEQUENCE_DOOR.format(engine=f'engine = "{kind}"\n'))
+        config.write_text(SEQUENCE_CONFIG.format(engine=kind))
         prepare = sequence_round
     check = sh(PYTHON, "-m", "knockgate", "check", "--config", str(config), check=False)
     if check.returncode != 0:
