@@ -5,7 +5,8 @@ from ipaddress import ip_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knockgate.io.nfnetlink import acknowledgement_errors, concat_key, grant_batch
+from knockgate.io.nfnetlink import concat_key, grant_batch
+from knockgate.io.nlwire import ack_errors as acknowledgement_errors
 
 
 def messages(data: bytes) -> list[tuple[int, int, int, bytes]]:

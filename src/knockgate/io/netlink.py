@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 
+from knockgate.io.nlwire import attributes, message, messages
 from knockgate.model import IPAddress
 
 _NETLINK_ROUTE = 0
@@ -26,36 +27,20 @@ _NLM_F_REQUEST = 0x1
 _NLM_F_DUMP = 0x300
 _IFA_ADDRESS = 1
 _IFA_LOCAL = 2
-_HEADER = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
-_RTATTR = struct.Struct("=HH")
 
 
 def parse_messages(data: bytes) -> Iterator[tuple[int, IPAddress | None]]:
     """Yield (message type, address) from a netlink buffer; address None for other messages."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind = _HEADER.unpack_from(data, offset)[:2]
-        if length < _HEADER.size or offset + length > len(data):
-            return
-        body = data[offset + _HEADER.size : offset + length]
-        address = _address_of(body) if kind in (_RTM_NEWADDR, _RTM_DELADDR) else None
-        yield kind, address
-        offset += (length + 3) & ~3
+    for kind, _, body in messages(data):
+        yield kind, _address_of(body) if kind in (_RTM_NEWADDR, _RTM_DELADDR) else None
 
 
 def _address_of(body: bytes) -> IPAddress | None:
     if len(body) < _IFADDRMSG.size:
         return None
     family = body[0]
-    attrs: dict[int, bytes] = {}
-    offset = _IFADDRMSG.size
-    while offset + _RTATTR.size <= len(body):
-        length, kind = _RTATTR.unpack_from(body, offset)
-        if length < _RTATTR.size:
-            break
-        attrs[kind] = body[offset + _RTATTR.size : offset + length]
-        offset += (length + 3) & ~3
+    attrs = attributes(body, _IFADDRMSG.size)
     # On point-to-point links IFA_ADDRESS is the peer; IFA_LOCAL is ours.
     raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
     if family == socket.AF_INET and raw and len(raw) == 4:
@@ -81,14 +66,13 @@ class LocalAddresses:
 
     def refresh(self) -> None:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE) as dump:
-            request = _HEADER.pack(_HEADER.size + _IFADDRMSG.size, _RTM_GETADDR,
-                                   _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-            dump.send(request + _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+            dump.send(message(_RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1,
+                              _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
             found: set[IPAddress] = set()
             while True:
-                messages = list(parse_messages(dump.recv(65536)))
-                found |= {a for kind, a in messages if kind == _RTM_NEWADDR and a is not None}
-                if any(kind in (_NLMSG_DONE, _NLMSG_ERROR) for kind, _ in messages):
+                replies = list(parse_messages(dump.recv(65536)))
+                found |= {a for kind, a in replies if kind == _RTM_NEWADDR and a is not None}
+                if any(kind in (_NLMSG_DONE, _NLMSG_ERROR) for kind, _ in replies):
                     break
         self.addresses = found
         self.packed = {address.packed for address in found}

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
 from knockgate.errors import CaptureError
+from knockgate.io.nlwire import ack_errors, attr, attributes, message, messages
 from knockgate.model import IPAddress
 
 _NETLINK_NETFILTER = 12
@@ -33,13 +34,9 @@ _NFULA_CFG_MODE = 2
 _NFULA_CFG_QTHRESH = 5
 _NFULNL_CFG_CMD_BIND = 1
 _NFULNL_COPY_PACKET = 2
-_NLMSG_ERROR = 2
 _NLM_F_REQUEST = 0x1
 _NLM_F_ACK = 0x4
-_NLA_TYPE_MASK = 0x3FFF
-_HEADER = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
-_ATTR = struct.Struct("=HH")
 _PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
 _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
 # The IPv6 header is 40 bytes; the source address is all we read.
@@ -53,53 +50,20 @@ class LogEvent(NamedTuple):
     source: IPAddress
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    raw = _ATTR.pack(_ATTR.size + len(payload), kind) + payload
-    return raw + b"\0" * (-len(raw) % 4)
-
-
 def bind_message(group: int, seq: int, copy_range: int = DEFAULT_COPY_RANGE) -> bytes:
     """One config request: bind ``group``, copy ``copy_range`` bytes, deliver every packet."""
     body = (
         _NFGENMSG.pack(socket.AF_UNSPEC, 0, socket.htons(group))
-        + _attr(_NFULA_CFG_CMD, bytes([_NFULNL_CFG_CMD_BIND]))
-        + _attr(_NFULA_CFG_MODE, struct.pack("!IBB", copy_range, _NFULNL_COPY_PACKET, 0))
-        + _attr(_NFULA_CFG_QTHRESH, struct.pack("!I", 1))
+        + attr(_NFULA_CFG_CMD, bytes([_NFULNL_CFG_CMD_BIND]))
+        + attr(_NFULA_CFG_MODE, struct.pack("!IBB", copy_range, _NFULNL_COPY_PACKET, 0))
+        + attr(_NFULA_CFG_QTHRESH, struct.pack("!I", 1))
     )
-    return _HEADER.pack(_HEADER.size + len(body), _CONFIG, _NLM_F_REQUEST | _NLM_F_ACK,
-                        seq, 0) + body
-
-
-def _messages(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(type, sequence, body) of each whole netlink message in ``data``; stops at garbage."""
-    found, offset = [], 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size or offset + length > len(data):
-            break
-        found.append((kind, seq, data[offset + _HEADER.size : offset + length]))
-        offset += (length + 3) & ~3
-    return found
+    return message(_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK, seq, body)
 
 
 def ack_error(data: bytes, seq: int) -> int | None:
     """The errno the kernel answered request ``seq`` with (0: done), or None if not in ``data``."""
-    for kind, reply_seq, body in _messages(data):
-        if kind == _NLMSG_ERROR and reply_seq == seq and len(body) >= 4:
-            return -struct.unpack_from("=i", body)[0]
-    return None
-
-
-def _attributes(body: bytes) -> dict[int, bytes]:
-    found: dict[int, bytes] = {}
-    offset = _NFGENMSG.size
-    while offset + _ATTR.size <= len(body):
-        length, kind = _ATTR.unpack_from(body, offset)
-        if length < _ATTR.size or offset + length > len(body):
-            break
-        found[kind & _NLA_TYPE_MASK] = body[offset + _ATTR.size : offset + length]
-        offset += (length + 3) & ~3
-    return found
+    return ack_errors(data).get(seq)
 
 
 def _source(family: int, packet: bytes) -> IPAddress | None:
@@ -116,10 +80,10 @@ def parse_log_messages(data: bytes) -> list[LogEvent]:
     message that is not a packet, or whose IP header is cut or disagrees with its family, is
     skipped."""
     events = []
-    for kind, _, body in _messages(data):
+    for kind, _, body in messages(data):
         if kind != _PACKET or len(body) < _NFGENMSG.size:
             continue
-        attrs = _attributes(body)
+        attrs = attributes(body, _NFGENMSG.size)
         source = _source(body[0], attrs.get(_NFULA_PAYLOAD, b""))
         if source is None:
             continue

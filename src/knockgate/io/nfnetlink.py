@@ -13,6 +13,7 @@ import socket
 import struct
 
 from knockgate.errors import FirewallError
+from knockgate.io.nlwire import ack_errors, attr, message, nested
 from knockgate.model import IPAddress
 
 _NETLINK_NETFILTER = 12
@@ -24,8 +25,6 @@ _NFT_MSG_DELSETELEM = 14
 _NLM_F_REQUEST = 0x1
 _NLM_F_ACK = 0x4
 _NLM_F_CREATE = 0x400
-_NLMSG_ERROR = 2
-_NLA_F_NESTED = 0x8000
 _NFPROTO_INET = 1
 _NFTA_SET_ELEM_LIST_TABLE = 1
 _NFTA_SET_ELEM_LIST_SET = 2
@@ -35,33 +34,22 @@ _NFTA_SET_ELEM_KEY = 1
 _NFTA_SET_ELEM_TIMEOUT = 4
 _NFTA_DATA_VALUE = 1
 _PROTO_NUMBERS = {"tcp": 6, "udp": 17}
-_HEADER = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
-    return raw + b"\0" * (-len(raw) % 4)
-
-
-def _nested(kind: int, *children: bytes) -> bytes:
-    return _attr(kind | _NLA_F_NESTED, b"".join(children))
-
-
 def _message(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes) -> bytes:
-    payload = _NFGENMSG.pack(family, 0, res_id) + body
-    return _HEADER.pack(_HEADER.size + len(payload), kind, flags, seq, 0) + payload
+    return message(kind, flags, seq, _NFGENMSG.pack(family, 0, res_id) + body)
 
 
 def _element_message(kind: int, seq: int, table: str, set_name: str, key: bytes,
                      timeout_ms: int | None) -> bytes:
-    element = [_nested(_NFTA_SET_ELEM_KEY, _attr(_NFTA_DATA_VALUE, key))]
+    element = [nested(_NFTA_SET_ELEM_KEY, attr(_NFTA_DATA_VALUE, key))]
     if timeout_ms is not None:
-        element.append(_attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)))
+        element.append(attr(_NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms)))
     body = (
-        _attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
-        + _attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
-        + _nested(_NFTA_SET_ELEM_LIST_ELEMENTS, _nested(_NFTA_LIST_ELEM, *element))
+        attr(_NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
+        + attr(_NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
+        + nested(_NFTA_SET_ELEM_LIST_ELEMENTS, nested(_NFTA_LIST_ELEM, *element))
     )
     flags = _NLM_F_REQUEST | _NLM_F_ACK | (_NLM_F_CREATE if kind == _NFT_MSG_NEWSETELEM else 0)
     return _message((_NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, _NFPROTO_INET, 0, body)
@@ -88,20 +76,6 @@ def grant_batch(seq: itertools.count[int], table: str, set_name: str, keys: list
     end = _message(_NFNL_MSG_BATCH_END, _NLM_F_REQUEST, next(seq), socket.AF_UNSPEC,
                    socket.htons(_NFNL_SUBSYS_NFTABLES), b"")
     return begin + body + end, numbers
-
-
-def acknowledgement_errors(data: bytes) -> dict[int, int]:
-    """Map sequence number → errno (0 for success) from a buffer of netlink acks."""
-    found: dict[int, int] = {}
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _, seq, _ = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size:
-            break
-        if kind == _NLMSG_ERROR and length >= _HEADER.size + 4:
-            found[seq] = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
-        offset += (length + 3) & ~3
-    return found
 
 
 class SetElementWriter:
@@ -138,7 +112,7 @@ class SetElementWriter:
                 data = self._sock.recv(65536, flags)
             except BlockingIOError:
                 break
-            errors.update((seq, code) for seq, code in acknowledgement_errors(data).items()
+            errors.update((seq, code) for seq, code in ack_errors(data).items()
                           if seq in expected)
         return errors
 
