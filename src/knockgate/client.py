@@ -23,7 +23,7 @@ def resolve(host: str, family: int = socket.AF_UNSPEC) -> IPAddress:
         infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise KnockgateError(f"cannot resolve {host!r}: {exc.strerror}") from exc
-    return ip_address(infos[0][4][0].split("%")[0])
+    return ip_address(str(infos[0][4][0]).split("%")[0])
 
 
 def _family(address: IPAddress) -> int:

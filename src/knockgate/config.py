@@ -376,7 +376,10 @@ def _parse_door(raw: Any, where: _Where) -> Door:
         target=_parse_target(raw, where),
         one_time=one_time,
         shell=shell,
-        **commands,
+        command=commands["command"],
+        stop_command=commands["stop_command"],
+        command_6=commands["command_6"],
+        stop_command_6=commands["stop_command_6"],
     )
 
 

@@ -369,10 +369,11 @@ class Daemon:
         """Our SPA packets are exactly SPA_PACKET_SIZE bytes starting with the version byte;
         fwknop's are base64 text of at least 140 bytes, so one port can serve both."""
         ours = len(packet.payload) == SPA_PACKET_SIZE and packet.payload[0] == SPA_VERSION
-        if ours and running.spa is not None and packet.dport == running.config.spa.port:  # type: ignore[union-attr]
-            grant = running.spa.handle(packet, self._wall_clock())
-        elif running.fwknop is not None and packet.dport == running.config.fwknop.port:  # type: ignore[union-attr]
-            grant = running.fwknop.handle(packet, self._wall_clock())
+        spa, fwknop = running.spa, running.fwknop
+        if ours and spa is not None and packet.dport == spa.config.port:
+            grant = spa.handle(packet, self._wall_clock())
+        elif fwknop is not None and packet.dport == fwknop.config.port:
+            grant = fwknop.handle(packet, self._wall_clock())
         else:
             return
         if grant is not None:
@@ -405,7 +406,7 @@ class Daemon:
         if suppressed:
             log.warning("%d knock and reset messages suppressed (more than %g per second)",
                         suppressed, self._stage_log.rate)
-        source = ip_address(decision.source)  # type: ignore[arg-type]
+        source = ip_address(decision.source)
         if isinstance(decision, Progress):
             log.info("door %s: %s knock %d/%d", decision.door, source, decision.step,
                      decision.total)

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, ip_address
 
 from knockgate.client import resolve, send_datagram
 from knockgate.core.frames import parse_port_spec
-from knockgate.core.fwknop import DEFAULT_PORT, MsgType, encode
+from knockgate.core.fwknop import DEFAULT_PORT, Access, MsgType, encode
 from knockgate.errors import KnockgateError
 
 
@@ -41,7 +41,7 @@ def _allow_ip(args: argparse.Namespace, server: IPv4Address) -> IPv4Address:
         return IPv4Address(probe.getsockname()[0])
 
 
-def _message(args: argparse.Namespace) -> tuple[MsgType, object, int | None]:
+def _message(args: argparse.Namespace) -> tuple[MsgType, Access | str, int | None]:
     if args.server_cmd:
         return MsgType.COMMAND, args.server_cmd, None
     if not args.open:

@@ -69,7 +69,9 @@ def _grant(match: FwknopMatch) -> SpaGrant:
                         _command_argv(str(request.access), stanza.cmd_shell),
                         literal_command=True, user=stanza.cmd_exec_user,
                         group=stanza.cmd_exec_group)
-    ports = tuple(PortSpec(proto, port) for proto, port in request.access  # type: ignore[union-attr]
+    if isinstance(request.access, str):
+        raise InvalidMessage("an access request without ports")
+    ports = tuple(PortSpec(proto, port) for proto, port in request.access
                   if proto in ("tcp", "udp"))
     if not ports:
         raise InvalidMessage("asks for no TCP or UDP port")

@@ -8,6 +8,9 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
+# A decision's source is an address, or its packed bytes on the daemon's hot path
+# (Engine.handle_knock), where building address objects per packet would cost too much.
+Source = IPAddress | bytes
 
 
 class TcpFlag(enum.IntFlag):
@@ -122,7 +125,7 @@ class Progress(NamedTuple):
     """A source matched step ``step`` (1-based) of ``total`` of a door's sequence."""
 
     door: str
-    source: IPAddress
+    source: Source
     step: int
     total: int
 
@@ -131,7 +134,7 @@ class Reset(NamedTuple):
     """A source lost its progress on a door; ``reason`` says why, for the log."""
 
     door: str
-    source: IPAddress
+    source: Source
     reason: str
 
 
@@ -139,7 +142,7 @@ class Open(NamedTuple):
     """A source completed a door's sequence: grant it the door's ports."""
 
     door: str
-    source: IPAddress
+    source: Source
 
 
 Decision = Progress | Reset | Open

@@ -60,7 +60,7 @@ class Engine:
             target = machine.door.target
             if target is not None and destination != target.packed:
                 continue
-            decisions += machine.handle(source, proto, port, flags, now)  # type: ignore[arg-type]
+            decisions += machine.handle(source, proto, port, flags, now)
         return decisions
 
     def pending(self) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from knockgate.model import Decision, Door, IPAddress, Open, Progress, Reset
+from knockgate.model import Decision, Door, Open, Progress, Reset, Source
 
 
 class DoorSequence:
@@ -39,16 +39,16 @@ class DoorSequence:
         # OrderedDicts, not dicts: a dict that keeps losing its oldest entries makes every
         # next(iter()) step over the holes left at its front, O(n) per packet under a flood.
         # source -> time of its first knock; arrival order == start order
-        self._first: OrderedDict[IPAddress, float] = OrderedDict()
+        self._first: OrderedDict[Source, float] = OrderedDict()
         # source -> (frames matched, time of first knock), for sources past the first frame
-        self._later: OrderedDict[IPAddress, tuple[int, float]] = OrderedDict()
+        self._later: OrderedDict[Source, tuple[int, float]] = OrderedDict()
         self._later_cap = max(1, max_pending // 4)
 
     def __len__(self) -> int:
         return len(self._first) + len(self._later)
 
     def handle(
-        self, source: IPAddress, proto: str, port: int, flags: int, now: float
+        self, source: Source, proto: str, port: int, flags: int, now: float
     ) -> list[Decision]:
         self._prune(now)
         frames = self.door.sequence
@@ -65,11 +65,11 @@ class DoorSequence:
             decisions.append(self._advance(source, 0, 1, now))
         return decisions
 
-    def forget(self, source: IPAddress) -> None:
+    def forget(self, source: Source) -> None:
         self._first.pop(source, None)
         self._later.pop(source, None)
 
-    def _progress(self, source: IPAddress, now: float) -> tuple[int, float]:
+    def _progress(self, source: Source, now: float) -> tuple[int, float]:
         """(frames matched, first knock time); (0, now) for none or an expired attempt.
         Every dict operation hashes an address object, which is not cheap: few of them."""
         started = self._first.get(source)
@@ -82,13 +82,13 @@ class DoorSequence:
             return 0, now
         return steps, started
 
-    def _remove(self, source: IPAddress, steps: int) -> None:
+    def _remove(self, source: Source, steps: int) -> None:
         if steps == 1:
             del self._first[source]
         elif steps:
             del self._later[source]
 
-    def _advance(self, source: IPAddress, steps: int, new_steps: int, started: float
+    def _advance(self, source: Source, steps: int, new_steps: int, started: float
                  ) -> Decision:
         total = len(self.door.sequence)
         self._remove(source, steps)
@@ -102,7 +102,7 @@ class DoorSequence:
             self._later[source] = (new_steps, started)
         return Progress(self.door.name, source, new_steps, total)
 
-    def _make_room(self, table: OrderedDict[IPAddress, Any], cap: int) -> None:
+    def _make_room(self, table: OrderedDict[Source, Any], cap: int) -> None:
         if len(table) >= cap:
             table.popitem(last=False)
             self.evicted += 1

@@ -27,7 +27,7 @@ log = logging.getLogger("knockgate.nft")
 
 def _load_binding() -> Any:
     try:
-        import nftables  # type: ignore[import-not-found]
+        import nftables
     except ImportError as exc:
         raise FirewallError(
             "the libnftables Python binding is missing: install Debian's python3-nftables "
