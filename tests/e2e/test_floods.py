@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -86,3 +87,15 @@ def test_garbage_at_the_spa_port_does_not_starve_a_valid_packet(bed, serve, spa_
     send_raw(bed, sealed(SpaRequest(ports=(("tcp", 22),))))
     assert bed.wait_until_open(SERVER_V4, 22, deadline=2.0) is not None, daemon.log
     assert daemon.process.poll() is None
+
+
+def test_sigterm_during_a_flood_exits_within_a_second_and_leaves_no_rules(bed, serve):
+    """knockd can deadlock here (signal handlers that are not async-signal-safe)."""
+    daemon = serve(DOOR.format(engine="userspace"))
+    flood = threading.Thread(target=bed.send_spoofed_syns, args=(7000, 40000, 11))
+    flood.start()
+    time.sleep(0.1)
+    took = daemon.stop()
+    flood.join()
+    assert took < 1.0 and daemon.process.returncode == 0
+    assert "knockgate" not in bed.run(bed.server, "nft", "list", "ruleset").stdout
