@@ -8,10 +8,11 @@ the daemon guards tcp:22 (a listener is there, closed to everyone until a knock)
 and under three bounded floods from the client namespace (random-port SYN noise, a first-knock
 SYN flood, garbage UDP at the SPA port; all from spoofed 10.202.0.0/16 sources) at 150 kpps and
 at the flooder's maximum, it measures knock-to-open latency the way bench/knock_latency.py does:
-per round a fresh client address 10.201.1.X sends the sequence (or the SPA packet), and from the
-moment the final packet leaves, non-blocking connects to tcp:22 are tried every ~100 us until
-one is accepted (or --deadline passes: not honoured). Over each scenario it also reads the
-daemon's CPU time and peak RSS from /proc. See bench/README.md for the columns.
+per round a fresh client address 10.201.1.X sends the sequence (or the SPA packet), and the
+prober (bench/probe.c) times, on the client's wire, the final packet leaving and the first
+SYN-ACK from tcp:22 (or --deadline passes: not honoured). The daemon runs on a core of its
+own, the client side on the other. Over each scenario it also reads the daemon's CPU time and
+peak RSS from /proc. See bench/README.md for the columns.
 
 Every packet stays inside the namespaces (10.201.0.0/16; spoofed sources only in
 10.202.0.0/16, routed back into the client namespace, which drops them); floods are bounded by
@@ -37,14 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _incumbents as inc
-from knock_latency import (
-    SEQUENCE_CONFIG,
-    SPA_CONFIG,
-    connects,
-    send_from,
-    sequence_round,
-    spa_round,
-)
+from _wire import FinalPacket, Prober, build_prober, on_server_core, pin_client, server_mac
+from knock_latency import SEQUENCE_CONFIG, SPA_CONFIG, connects, sequence_round, spa_round
 
 from knockgate.core.spa import (
     PACKET_SIZE,
@@ -61,7 +56,6 @@ REPO = BENCH.parent
 PYTHON = sys.executable
 CLIENT_GATEWAY = "10.201.0.2"   # the client namespace: where replies to 10.202/16 go (and die)
 SPOOF_NET = "10.202.0.0"
-PROBE_TIMEOUT = 100e-6          # as bench/knock_latency.py: one non-blocking connect per 100 us
 ROUND_GAP = 0.05                # pause between rounds, as bench/knock_latency.py
 TARGET_IDLE_MEDIAN_MS = 0.5
 TARGET_FLOOD_P90_MS = 2.0
@@ -105,7 +99,7 @@ def scenarios() -> list[Scenario]:
 class Daemon:
     process: subprocess.Popen[bytes]
     pid: int
-    prepare: Callable[[str], Callable[[], None]]
+    prepare: Callable[[str], FinalPacket]
     garbage: list[str]
     logs: list[Path] = field(default_factory=list)
 
@@ -116,6 +110,14 @@ class Options:
     deadline: float
     warmup: float
     settle: float
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The compiled helpers, built once per run."""
+
+    flooder: Path
+    prober: Path
 
 
 # ---------------------------------------------------------------- /proc readings
@@ -208,7 +210,8 @@ def start_knockgate(bed: TestBed, folder: Path, kind: str) -> Daemon:
     log = folder / "knockgate.log"
     with log.open("wb") as sink:
         process = bed.knockgate(bed.server, "serve", "--config", str(config),
-                                stdout=sink, stderr=subprocess.STDOUT)
+                                stdout=sink, stderr=subprocess.STDOUT,
+                                preexec_fn=on_server_core())
     pid = daemon_pid(process)
     _wait_for(r"ready", [log], process)
     return Daemon(process, pid, prepare, GARBAGE_KNOCKGATE, [log])
@@ -220,7 +223,8 @@ def start_knockd(bed: TestBed, folder: Path) -> Daemon:
     out = folder / "knockd.out"
     with out.open("wb") as sink:
         process = bed.spawn(bed.server, inc.knockd_argv(conf, bed.server_if),
-                            stdout=sink, stderr=subprocess.STDOUT)
+                            stdout=sink, stderr=subprocess.STDOUT,
+                            preexec_fn=on_server_core())
     pid = daemon_pid(process)
     logs = [folder / "knockd.log", out]
     _wait_for(r"listening on", logs, process)
@@ -235,19 +239,19 @@ def start_fwknopd(bed: TestBed, folder: Path) -> Daemon:
     out = folder / "fwknopd.out"
     with out.open("wb") as sink:
         process = bed.spawn(bed.server, inc.fwknopd_argv(conf, access, bed.server_if),
-                            stdout=sink, stderr=subprocess.STDOUT)
+                            stdout=sink, stderr=subprocess.STDOUT,
+                            preexec_fn=on_server_core())
     pid = daemon_pid(process)
     _wait_for(r"[Ss]niffing interface", [out], process)
     packet_file = folder / "spa.packet"
 
-    def prepare(source: str) -> Callable[[], None]:
+    def prepare(source: str) -> FinalPacket:
         packet_file.unlink(missing_ok=True)
         made = subprocess.run(inc.fwknop_packet_argv(keys, source, SERVER_V4, packet_file),
                               capture_output=True, text=True)
         if made.returncode != 0 or not packet_file.exists():
             raise RuntimeError(f"fwknop client failed: {made.stderr.strip()}")
-        packet = packet_file.read_bytes().strip()
-        return lambda: send_from(source, "udp", 62201, packet)
+        return FinalPacket("udp", 62201, packet_file.read_bytes().strip())
 
     return Daemon(process, pid, prepare, GARBAGE_FWKNOP, [out])
 
@@ -286,17 +290,10 @@ def rx_packets(bed: TestBed) -> int:
     return int(link_info(bed, bed.server, bed.server_if)["stats64"]["rx"]["packets"])
 
 
-def one_round(prepare: Callable[[str], Callable[[], None]], source: str,
+def one_round(prober: Prober, prepare: Callable[[str], FinalPacket], source: str,
               deadline: float) -> float | None:
     """ms from the final packet to an accepted connection from ``source``; None if never."""
-    final = prepare(source)
-    sent = time.perf_counter()
-    final()
-    result = None
-    while time.perf_counter() - sent < deadline:
-        if connects(source, PROBE_TIMEOUT):
-            result = (time.perf_counter() - sent) * 1000
-            break
+    result = prober.round(source, prepare(source), deadline)
     time.sleep(ROUND_GAP)
     return result
 
@@ -332,7 +329,7 @@ def stats(samples: list[float | None]) -> dict[str, object]:
 
 
 def run_scenario(bed: TestBed, daemon: Daemon, scenario: Scenario, sources: list[str],
-                 opts: Options, flooder: Path, server_mac: str) -> dict[str, object]:
+                 opts: Options, tools: Tools) -> dict[str, object]:
     settled = settle(daemon.pid, opts.settle)
     tick = os.sysconf("SC_CLK_TCK")
     flood_seconds = opts.warmup + len(sources) * (opts.deadline + ROUND_GAP + 0.1) + 10
@@ -340,18 +337,15 @@ def run_scenario(bed: TestBed, daemon: Daemon, scenario: Scenario, sources: list
     flood = None
     flood_report: dict[str, object] | None = None
     if scenario.flood is not None:
-        argv = flood_argv(flooder, bed, server_mac, scenario.pps, flood_seconds,
-                          scenario.flood, daemon.garbage)
-        # Normal priority: at nice -10 the flooder always reaches its target rate, but a
-        # daemon that wakes on the flooder's core then waits for it, adding milliseconds that
-        # belong to the bed, not to the daemon. The column shows the rate actually sent.
+        argv = flood_argv(tools.flooder, bed, scenario.pps, flood_seconds, scenario.flood,
+                          daemon.garbage)
         flood = bed.spawn(bed.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(opts.warmup)
         if flood.poll() is not None:
             raise RuntimeError(f"flooder failed: {flood.stderr.read().decode().strip()}")
     try:
-        with inside(bed.client):
-            samples = [one_round(daemon.prepare, s, opts.deadline) for s in sources]
+        with inside(bed.client), Prober(tools.prober, bed) as prober:
+            samples = [one_round(prober, daemon.prepare, s, opts.deadline) for s in sources]
     finally:
         if flood is not None:
             flood.send_signal(signal.SIGINT)
@@ -381,35 +375,34 @@ def run_scenario(bed: TestBed, daemon: Daemon, scenario: Scenario, sources: list
     return result
 
 
-def flood_argv(flooder: Path, bed: TestBed, server_mac: str, pps: int, seconds: float,
-               kind: list[str], garbage: list[str]) -> list[str]:
+def flood_argv(flooder: Path, bed: TestBed, pps: int, seconds: float, kind: list[str],
+               garbage: list[str]) -> list[str]:
     count = int((pps or 2_000_000) * seconds)  # bounded twice: a packet count and a duration
-    argv = [str(flooder), "--iface", bed.client_if, "--dst-mac", server_mac,
+    argv = [str(flooder), "--iface", bed.client_if, "--dst-mac", server_mac(bed),
             "--dst", SERVER_V4, "--src-net", SPOOF_NET, "--pps", str(pps),
             "--count", str(count), "--seconds", f"{seconds:.1f}", *kind]
     return argv + garbage if "udp" in kind else argv
 
 
-def prepare_bed(bed: TestBed) -> str:
-    """Route the spoofed sources' replies back into the client namespace; the server's MAC."""
+def prepare_bed(bed: TestBed) -> None:
+    """Route the spoofed sources' replies back into the client namespace."""
     bed.run(bed.server, "ip", "route", "add", f"{SPOOF_NET}/16", "via", CLIENT_GATEWAY)
-    return str(link_info(bed, bed.server, bed.server_if)["address"])
 
 
 def calibrate(flooder: Path, seconds: float) -> dict[str, object]:
     """The flooder's maximum against a bare server namespace (no daemon, no firewall)."""
     result: dict[str, object] = {}
     with TestBed() as bed:
-        server_mac = prepare_bed(bed)
+        prepare_bed(bed)
         bed.listen(22)
         for key, _, kind in FLOODS:
-            argv = flood_argv(flooder, bed, server_mac, 0, seconds, kind, GARBAGE_FWKNOP)
+            argv = flood_argv(flooder, bed, 0, seconds, kind, GARBAGE_FWKNOP)
             out = bed.run(bed.client, *argv).stdout
             result[key] = json.loads(out.strip().splitlines()[-1])["pps"]
     return result
 
 
-def run_variant(name: str, opts: Options, flooder: Path, chosen: list[Scenario],
+def run_variant(name: str, opts: Options, tools: Tools, chosen: list[Scenario],
                 keep_logs: Path | None = None) -> dict[str, object]:
     label, start = VARIANTS[name]
     result: dict[str, object] = {"variant": name, "label": label, "status": "ok",
@@ -420,7 +413,7 @@ def run_variant(name: str, opts: Options, flooder: Path, chosen: list[Scenario],
     daemon = None
     try:
         bed.open()
-        server_mac = prepare_bed(bed)
+        prepare_bed(bed)
         sources = add_sources(bed, 1 + len(chosen) * opts.rounds)
         bed.listen(22)
         daemon = start(bed, folder)
@@ -430,7 +423,7 @@ def run_variant(name: str, opts: Options, flooder: Path, chosen: list[Scenario],
                 raise RuntimeError(f"the daemon died (status {daemon.process.returncode}): "
                                    + _tail(daemon.logs))
             mine = sources[1 + i * opts.rounds: 1 + (i + 1) * opts.rounds]
-            row = run_scenario(bed, daemon, scenario, mine, opts, flooder, server_mac)
+            row = run_scenario(bed, daemon, scenario, mine, opts, tools)
             result["scenarios"].append(row)  # type: ignore[union-attr]
             progress(name, row, opts.deadline)
         result["peak_rss_mb"] = peak_rss_mb(daemon.pid)
@@ -649,21 +642,24 @@ def main() -> int:
         "command": ["bench/compare.py", *sys.argv[1:]],
         "machine": machine(),
         "options": {"rounds": opts.rounds, "deadline": opts.deadline, "warmup": opts.warmup,
-                    "probe_interval_us": PROBE_TIMEOUT * 1e6, "round_gap": ROUND_GAP},
+                    "round_gap": ROUND_GAP, "timing": "kernel timestamps on the client's wire",
+                    "cpus": "daemon on a core of its own"},
         "variants": [],
     }
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="kg-compare-") as build:
-            flooder = build_flooder(Path(build))
+            tools = Tools(build_flooder(Path(build)), build_prober(Path(build)))
+            pin_client()
             if any(s.flood for s in chosen):
                 print("flooder calibration (bare server, no daemon):", file=sys.stderr)
-                report["flooder_calibration"] = calibrate(flooder, 0.5 if args.quick else 1.0)
+                report["flooder_calibration"] = calibrate(tools.flooder,
+                                                          0.5 if args.quick else 1.0)
                 print(f"  {report['flooder_calibration']}", file=sys.stderr, flush=True)
             for name in names:
                 print(f"{VARIANTS[name][0]}:", file=sys.stderr, flush=True)
                 report["variants"].append(  # type: ignore[union-attr]
-                    run_variant(name, opts, flooder, chosen, args.keep_logs))
+                    run_variant(name, opts, tools, chosen, args.keep_logs))
     except KeyboardInterrupt:
         print("bench: interrupted; namespaces and processes removed", file=sys.stderr)
         return 130

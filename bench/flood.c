@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "frame.h"
+
 #define MAX_BATCH 256
 #define FRAME_MAX 1514
 
@@ -57,26 +59,6 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static uint32_t sum16(const void *data, size_t len, uint32_t acc)
-{
-    const uint8_t *p = data;
-    while (len > 1) {
-        acc += (uint32_t)p[0] << 8 | p[1];
-        p += 2;
-        len -= 2;
-    }
-    if (len)
-        acc += (uint32_t)p[0] << 8;
-    return acc;
-}
-
-static uint16_t fold(uint32_t acc)
-{
-    while (acc >> 16)
-        acc = (acc & 0xffff) + (acc >> 16);
-    return (uint16_t)~acc;
-}
-
 static void die(const char *what)
 {
     fprintf(stderr, "flood: %s: %s\n", what, strerror(errno));
@@ -90,11 +72,6 @@ static void usage(const char *why)
             "--count N --seconds S [--payload N] [--payload-kind random|base64] "
             "[--first-byte B] [--batch N] [--seed N]\n", why);
     exit(2);
-}
-
-static int in_net(uint32_t host_order, uint32_t net, uint32_t mask)
-{
-    return (host_order & mask) == net;
 }
 
 int main(int argc, char **argv)
@@ -144,22 +121,21 @@ int main(int argc, char **argv)
     struct in_addr dst, src = {0};
     if (inet_pton(AF_INET, dst_s, &dst) != 1)
         usage("bad --dst");
-    const uint32_t net201 = 0x0ac90000, net202 = 0x0aca0000, mask16 = 0xffff0000;
-    if (!in_net(ntohl(dst.s_addr), net201, mask16))
+    if (!in_net(ntohl(dst.s_addr), NET_HOSTS))
         usage("--dst must be in 10.201.0.0/16");
     uint32_t src_base = 0;
     if (src_s) {
         if (inet_pton(AF_INET, src_s, &src) != 1)
             usage("bad --src");
         uint32_t h = ntohl(src.s_addr);
-        if (!in_net(h, net201, mask16) && !in_net(h, net202, mask16))
+        if (!in_net(h, NET_HOSTS) && !in_net(h, NET_SPOOFED))
             usage("--src must be in 10.201.0.0/16 or 10.202.0.0/16");
     } else {
         struct in_addr n;
         if (inet_pton(AF_INET, net_s, &n) != 1)
             usage("bad --src-net");
-        src_base = ntohl(n.s_addr) & mask16;
-        if (src_base != net202)
+        src_base = ntohl(n.s_addr) & MASK_16;
+        if (src_base != NET_SPOOFED)
             usage("--src-net must be 10.202.0.0 (spoofed sources stay in 10.202.0.0/16)");
     }
     uint8_t dst_mac[6];
@@ -252,9 +228,6 @@ int main(int argc, char **argv)
             uint32_t saddr = src_s ? src.s_addr : htonl(src_base | (uint32_t)(r & 0xffff));
             memcpy(ip + 12, &saddr, 4);
             ip[4] = r >> 16, ip[5] = r >> 24; /* id */
-            ip[10] = ip[11] = 0;
-            uint16_t c = fold(sum16(ip, 20, 0));
-            ip[10] = c >> 8, ip[11] = c & 0xff;
             uint16_t sport = 1024 + (uint16_t)((r >> 32) % 64512);
             uint16_t dp = dport ? (uint16_t)dport : (uint16_t)(1 + (r >> 48) % 65535);
             l4[0] = sport >> 8, l4[1] = sport & 0xff;
@@ -278,13 +251,7 @@ int main(int argc, char **argv)
                 if (payload && first_byte >= 0)
                     p[0] = (uint8_t)first_byte;
             }
-            /* pseudo-header: addresses, protocol, length */
-            uint32_t acc = sum16(ip + 12, 8, 0) + ip[9] + (uint32_t)l4len;
-            uint16_t lc = fold(sum16(l4, l4len, acc));
-            if (!is_tcp && lc == 0)
-                lc = 0xffff;
-            int at = is_tcp ? 16 : 6;
-            l4[at] = lc >> 8, l4[at + 1] = lc & 0xff;
+            finish_checksums(ip, l4len);
         }
         int done = sendmmsg(fd, msgs, (unsigned)n, 0);
         if (done < 0) {

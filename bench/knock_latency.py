@@ -1,7 +1,8 @@
 """Knock-to-open latency of knockgate on the namespace test bed.
 
 Measures, N times, the time from the moment the final knock (or the SPA packet) leaves the
-client to the moment the protected port accepts a TCP connection from that client. Each round
+client to the moment the protected port accepts a TCP connection from that client, both taken
+as kernel timestamps on the client's interface (bench/_wire.py, bench/probe.c). Each round
 comes from its own client address (10.201.1.X), so every round starts from a closed door.
 
     sudo .venv/bin/python bench/knock_latency.py --mode userspace [--rounds 20]
@@ -24,6 +25,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _wire import FinalPacket, Prober, build_prober, on_server_core, pin_client
 
 from knockgate.core.spa import (
     NONCE_SIZE,
@@ -80,35 +83,30 @@ def send_from(source: str, proto: str, port: int, payload: bytes = b"\0") -> Non
             sock.connect_ex((SERVER_V4, port))
 
 
-def sequence_round(source: str) -> Callable[[], None]:
+def sequence_round(source: str) -> FinalPacket:
+    """Send the first knocks; the last one is the prober's to send and time."""
     send_from(source, "tcp", 7000)
     send_from(source, "udp", 8000)
-    time.sleep(0.01)  # the first knocks are not what we time
-    return lambda: send_from(source, "tcp", 9000)
+    return FinalPacket("tcp", 9000)
 
 
-def spa_round(key: SpaKey) -> Callable[[str], Callable[[], None]]:
-    def prepare(source: str) -> Callable[[], None]:
+def spa_round(key: SpaKey) -> Callable[[str], FinalPacket]:
+    def prepare(_source: str) -> FinalPacket:
         packet = seal_at(key=key, now=time.time(), nonce=os.urandom(NONCE_SIZE),
                          request=SpaRequest(ports=(("tcp", 22),)))
-        return lambda: send_from(source, "udp", 62201, packet)
+        return FinalPacket("udp", 62201, packet)
     return prepare
 
 
-def measure(prepare: Callable[[str], Callable[[], None]], sources: list[str],
-            probe_timeout: float) -> list[float]:
+def measure(prepare: Callable[[str], FinalPacket], sources: list[str],
+            prober: Prober) -> list[float]:
     """Inside the client namespace: per source, ms from the final packet to an open port."""
     samples = []
     for source in sources:
-        final = prepare(source)
-        sent = time.perf_counter()
-        final()
-        while time.perf_counter() - sent < 2.0:
-            if connects(source, probe_timeout):
-                samples.append((time.perf_counter() - sent) * 1000)
-                break
-        else:
+        latency = prober.round(source, prepare(source), deadline=2.0)
+        if latency is None:
             raise RuntimeError(f"round from {source}: the door did not open")
+        samples.append(latency)
         time.sleep(0.05)
     return samples
 
@@ -125,8 +123,10 @@ def summary(samples: list[float]) -> dict[str, object]:
     }
 
 
-def run(mode: str, rounds: int, probe_timeout: float) -> dict[str, object]:
+def run(mode: str, rounds: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder, TestBed() as bed:
+        binary = build_prober(Path(folder))
+        pin_client()
         secret = generate_secret(os.urandom(SECRET_SIZE))
         config = Path(folder, "k.toml")
         if mode == "spa":
@@ -141,12 +141,13 @@ def run(mode: str, rounds: int, probe_timeout: float) -> dict[str, object]:
         bed.listen(22)
         log = Path(folder, "log")
         with log.open("wb") as sink:
-            bed.knockgate(bed.server, "serve", "--config", str(config), stderr=sink)
+            bed.knockgate(bed.server, "serve", "--config", str(config), stderr=sink,
+                          preexec_fn=on_server_core())
             while "ready, watching" not in log.read_text():
                 time.sleep(0.05)
             try:
-                with inside(bed.client):
-                    samples = measure(prepare, sources, probe_timeout)
+                with inside(bed.client), Prober(binary, bed) as prober:
+                    samples = measure(prepare, sources, prober)
             except RuntimeError:
                 print(log.read_text(), file=sys.stderr)
                 raise
@@ -163,14 +164,13 @@ def main() -> int:
     parser.add_argument("--mode", choices=("userspace", "kernel", "spa"), default="userspace",
                         help="sequence door on either engine, or SPA")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--probe-timeout-us", type=float, default=100)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     reason = require_root_tools()
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
         return 1
-    result = run(args.mode, args.rounds, args.probe_timeout_us / 1e6)
+    result = run(args.mode, args.rounds)
     what = "SPA packet" if args.mode == "spa" else "final knock"
     inside = result.get("daemon_read_to_grant_median_ms")
     print(f"knockgate {args.mode}: {what} sent -> tcp:22 accepts ({result['rounds']} rounds): "
