@@ -370,14 +370,17 @@ class Daemon:
         fwknop's are base64 text of at least 140 bytes, so one port can serve both."""
         ours = len(packet.payload) == SPA_PACKET_SIZE and packet.payload[0] == SPA_VERSION
         spa, fwknop = running.spa, running.fwknop
+        service: SpaService | FwknopService
         if ours and spa is not None and packet.dport == spa.config.port:
-            grant = spa.handle(packet, self._wall_clock())
+            service = spa
         elif fwknop is not None and packet.dport == fwknop.config.port:
-            grant = fwknop.handle(packet, self._wall_clock())
+            service = fwknop
         else:
             return
+        grant = service.handle(packet, self._wall_clock())
         if grant is not None:
             self._apply_grant(grant)
+        service.save()  # after the grant: the door need not wait for the disk (core/replay.py)
 
     def _apply_grant(self, grant: SpaGrant) -> None:
         assert self._nft is not None

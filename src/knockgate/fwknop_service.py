@@ -19,6 +19,7 @@ from knockgate.errors import InvalidMessage, KnockgateError
 from knockgate.fwknop_access import FwknopMatch, select_stanza
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet, PortSpec
+from knockgate.spa_service import save_admitted
 
 log = logging.getLogger("knockgate.fwknop")
 _REPLAY_ID = b"fwknop"
@@ -53,6 +54,10 @@ class FwknopService:
             log.error("fwknop: packet from %s refused, the replay store failed: %s",
                       packet.src, exc)
         return None
+
+    def save(self) -> None:
+        """Persist what ``handle`` admitted: the daemon calls it right after acting."""
+        save_admitted(self._window, "fwknop")
 
     def prune(self, now: float) -> None:
         try:

@@ -52,8 +52,22 @@ class SpaService:
                       verified.key_name, packet.src, exc)
         return None
 
+    def save(self) -> None:
+        """Persist what ``handle`` admitted: the daemon calls it right after acting."""
+        save_admitted(self._window, "spa")
+
     def prune(self, now: float) -> None:
         try:
             self._window.prune(now)
         except KnockgateError as exc:
             log.error("spa: pruning the replay store failed: %s", exc)
+
+
+def save_admitted(window: ReplayWindow, what: str) -> None:
+    """``window.save()`` with its outcome logged; see core/replay.py for the order."""
+    try:
+        if window.save():
+            log.warning("%s: the replay store already held a packet just admitted", what)
+    except KnockgateError as exc:
+        log.error("%s: the replay store failed, packets are refused until it works: %s",
+                  what, exc)

@@ -56,8 +56,11 @@ def test_accepted_once_then_rejected() -> None:
     store = DictStore()
     w = window(store)
     w.admit(verified(), NOW)
-    assert rejected(w, verified(), NOW + 1) == "replay"
+    assert rejected(w, verified(), NOW + 1) == "replay"  # refused before any save
+    assert store.rows == {}
+    assert w.save() == 0
     assert store.rows == {(b"k" * 8, (1).to_bytes(12, "big")): NOW}
+    assert w.save() == 0  # nothing left to write
 
 
 def test_nonce_is_per_key() -> None:
@@ -69,7 +72,9 @@ def test_nonce_is_per_key() -> None:
 
 def test_a_restart_does_not_reopen_the_window() -> None:
     store = DictStore()
-    window(store).admit(verified(), NOW)
+    first = window(store)
+    first.admit(verified(), NOW)
+    first.save()
     assert rejected(window(store, now=NOW + 5), verified(), NOW + 5) == "replay"
 
 
@@ -83,8 +88,9 @@ def test_store_is_the_second_line_of_defence() -> None:
     store = DictStore()
     fresh = window(store)
     store.rows[(b"k" * 8, (1).to_bytes(12, "big"))] = NOW  # written behind the window's back
+    fresh.admit(verified(), NOW)
+    assert fresh.save() == 1  # the caller logs it
     assert rejected(fresh, verified()) == "replay"
-    assert len(fresh) == 1
 
 
 def test_window_checks_age_itself() -> None:
@@ -98,6 +104,7 @@ def test_prune_forgets_only_past_the_horizon() -> None:
     w = window(store)
     w.admit(verified(1, timestamp=NOW - MAX_AGE), NOW)
     w.admit(verified(2, timestamp=NOW), NOW)
+    w.save()
     later = NOW + MARGIN  # entry 1 is now exactly at the horizon: kept
     assert w.prune(later) == 0
     assert w.prune(later + 1) == 1
@@ -128,14 +135,21 @@ def test_full_window_prunes_then_fails_closed() -> None:
     assert len(w) == 2
 
 
-def test_store_failure_grants_nothing_and_can_be_retried() -> None:
+def test_a_failed_save_refuses_every_packet_until_the_store_works() -> None:
     store = DictStore()
     w = window(store)
+    w.admit(verified(1), NOW)
     store.broken = True
     with pytest.raises(KnockgateError, match="disk full"):
-        w.admit(verified(), NOW)
+        w.save()
+    with pytest.raises(KnockgateError, match="disk full"):
+        w.admit(verified(2), NOW)  # retries the save first, and fails closed
+    assert w.seen(b"k" * 8, (1).to_bytes(12, "big"))  # in memory all along
     store.broken = False
-    w.admit(verified(), NOW)
+    w.admit(verified(2), NOW)  # the retry succeeds: entry 1 is written, 2 admitted
+    assert list(store.rows) == [(b"k" * 8, (1).to_bytes(12, "big"))]
+    w.save()
+    assert len(store.rows) == 2
 
 
 def test_window_refuses_nonsense_settings() -> None:

@@ -73,7 +73,9 @@ def test_load_and_prune_by_timestamp(tmp_path: Path) -> None:
 def test_a_restarted_window_still_rejects_replays(tmp_path: Path) -> None:
     packet = VerifiedRequest(KEY_ID, "alice", NOW, nonce(7), SpaRequest(None, (), 1))
     with SqliteReplayStore(tmp_path) as store:
-        ReplayWindow(store, now=NOW, max_age=30).admit(packet, NOW)
+        first = ReplayWindow(store, now=NOW, max_age=30)
+        first.admit(packet, NOW)
+        first.save()
     with SqliteReplayStore(tmp_path) as store:
         restarted = ReplayWindow(store, now=NOW + 20, max_age=30)
         with pytest.raises(InvalidMessage) as caught:
