@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "flood"
 #include "frame.h"
 
 #define MAX_BATCH 256
@@ -57,12 +58,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "flood: %s: %s\n", what, strerror(errno));
-    exit(1);
 }
 
 static void usage(const char *why)
@@ -150,16 +145,11 @@ int main(int argc, char **argv)
     int fd = socket(AF_PACKET, SOCK_RAW, 0); /* protocol 0: send only, never receive */
     if (fd < 0)
         die("socket(AF_PACKET)");
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", iface);
-    if (ioctl(fd, SIOCGIFINDEX, &ifr) < 0)
-        die("SIOCGIFINDEX");
-    int ifindex = ifr.ifr_ifindex;
-    if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0)
-        die("SIOCGIFHWADDR");
+    int ifindex;
     uint8_t src_mac[6];
-    memcpy(src_mac, ifr.ifr_hwaddr.sa_data, 6);
+    const char *failed = interface_of(fd, iface, &ifindex, src_mac);
+    if (failed)
+        die(failed);
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
                               .sll_ifindex = ifindex};
     if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0)

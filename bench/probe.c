@@ -40,16 +40,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PROGRAM "probe"
 #include "frame.h"
 
 #define FRAME_MAX 1514
 #define PAYLOAD_MAX 1400
-
-static void die(const char *what)
-{
-    fprintf(stderr, "probe: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
 
 static void usage(const char *why)
 {
@@ -243,16 +238,11 @@ int main(int argc, char **argv)
     int tx = socket(AF_PACKET, SOCK_RAW, 0); /* a second socket: rx sees what tx sends */
     if (rx < 0 || tx < 0)
         die("socket(AF_PACKET)");
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", iface);
-    if (ioctl(tx, SIOCGIFINDEX, &ifr) < 0)
-        die("SIOCGIFINDEX");
-    int ifindex = ifr.ifr_ifindex;
-    if (ioctl(tx, SIOCGIFHWADDR, &ifr) < 0)
-        die("SIOCGIFHWADDR");
+    int ifindex;
     uint8_t src_mac[6];
-    memcpy(src_mac, ifr.ifr_hwaddr.sa_data, 6);
+    const char *failed = interface_of(tx, iface, &ifindex, src_mac);
+    if (failed)
+        die(failed);
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
                               .sll_ifindex = ifindex};
     if (bind(rx, (struct sockaddr *)&sll, sizeof sll) < 0)
