@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from typing import Any
 
 from knockgate.core.engine import DEFAULT_MAX_PENDING
+from knockgate.core.first_stage import first_stage_summary
 from knockgate.core.frames import format_frame, parse_flags, parse_frame, parse_port_spec
 from knockgate.core.frames import is_number as _is_number
 from knockgate.core.fwknop import DEFAULT_MAX_AGE as FWKNOP_MAX_AGE
@@ -710,6 +711,8 @@ def describe(config: Config) -> list[str]:
                      f"{door.timeout:g}s -> open {opens} for {door.open_for:g}s")
         lines.append(f"  engine {door.engine}: {door.engine_reason}"
                      + (f"; penalty {door.penalty:g}s" if door.penalty else ""))
+        if door.engine == "userspace":
+            lines.append(f"  {first_stage_summary(door)}")
         if door.command:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -21,6 +22,13 @@ from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode, decode_knock
 from knockgate.core.engine import Engine
+from knockgate.core.first_stage import (
+    KNOCK_PREFIX,
+    door_of_handover,
+    earliest_first_knock,
+    first_stage_summary,
+    staged_doors,
+)
 from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
 from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
 from knockgate.core.kernel_doors import KernelSettings, door_of_prefix
@@ -32,11 +40,11 @@ from knockgate.core.spa_policy import SpaGrant
 from knockgate.errors import KnockgateError
 from knockgate.fwknop_service import FwknopService
 from knockgate.io.bpf import datagram_length_clause, fixed_datagram_clause, port_filter
-from knockgate.io.capture import Capture
+from knockgate.io.capture import Capture, check_interfaces
 from knockgate.io.commands import run_command
 from knockgate.io.instance import claim_namespace
 from knockgate.io.netlink import LocalAddresses
-from knockgate.io.nflog import NflogListener
+from knockgate.io.nflog import LogEvent, NflogListener
 from knockgate.io.nft import Nftables
 from knockgate.io.notify import notify
 from knockgate.io.onetime import consume_one_time
@@ -103,7 +111,8 @@ class _Running:
     """What one loaded configuration needs at run time; swapped whole on reload."""
 
     config: Config
-    engine: Engine
+    engine: Engine  # userspace doors whose knocks are captured
+    staged: Engine  # userspace doors whose first stage the kernel keeps (core/first_stage.py)
     capture: Capture | None
     doors: dict[str, Door]
     spa: SpaService | None
@@ -129,6 +138,7 @@ class Daemon:
         self._batch_started = 0.0
         self._stage_log = LogBudget(rate=_STAGE_LOGS_PER_SECOND, burst=_STAGE_LOG_BURST)
         self._nflog: NflogListener | None = None
+        self._kernel_events: deque[LogEvent] = deque()
         self._installed = False
         # Random per run, so a flooder cannot aim at a real client's overflow bucket.
         self._overflow_seed = int.from_bytes(os.urandom(4), "big")
@@ -161,7 +171,8 @@ class Daemon:
             claim.close()
 
     def _prepare(self, config: Config) -> _Running:
-        engine = Engine([d for d in config.doors if d.engine == "userspace"],
+        staged = staged_doors(config.doors)
+        engine = Engine([d for d in config.doors if d.engine == "userspace" and d not in staged],
                         config.options.max_pending)
         state_dir, now = config.options.state_dir, self._wall_clock()
         spa = fwknop = None
@@ -170,11 +181,15 @@ class Daemon:
         if config.fwknop is not None:
             fwknop = FwknopService(config.fwknop, self._replay_store(state_dir, FWKNOP_FILE),
                                    now)
-        interfaces = self._interface_override or config.options.interfaces
+        interfaces = self._interfaces(config)
+        check_interfaces(interfaces)
         expression = capture_filter(config, engine)
         capture = Capture(expression, interfaces) if expression else None
-        return _Running(config, engine, capture, {d.name: d for d in config.doors}, spa,
-                        fwknop)
+        return _Running(config, engine, Engine(staged, config.options.max_pending), capture,
+                        {d.name: d for d in config.doors}, spa, fwknop)
+
+    def _interfaces(self, config: Config) -> tuple[str, ...]:
+        return self._interface_override or config.options.interfaces
 
     def _replay_store(self, state_dir: str, file_name: str) -> SqliteReplayStore:
         """Stores are opened once and kept across reloads."""
@@ -188,7 +203,7 @@ class Daemon:
         self._nft.install(list(config.doors), hidden_ports(config), spa_ports(config),
                           KernelSettings(config.options.nflog_group,
                                          min(config.options.max_pending, 1 << 20),
-                                         self._overflow_seed))
+                                         self._overflow_seed, self._interfaces(config)))
         self._listen_to_the_kernel(config)
 
     def _listen_to_the_kernel(self, config: Config) -> None:
@@ -205,31 +220,61 @@ class Daemon:
             self._nflog = NflogListener(group)
             asyncio.get_running_loop().add_reader(self._nflog.fileno(), self._on_kernel_events)
 
-    def _on_kernel_events(self) -> set[IPAddress]:
-        """Handle queued NFLOG events; return the sources the scan guard reported."""
-        if self._nflog is None or self._running is None:
-            return set()
+    def _queue_kernel_events(self) -> None:
+        if self._nflog is None:
+            return
         lost = self._nflog.lost
-        scanned: set[IPAddress] = set()
-        for event in self._nflog.drain():
-            if event.prefix == RESET_PREFIX:
-                scanned.add(event.source)
-                self._running.engine.forget(event.source)
-                if self._stage_log.allow(self._clock()):
-                    log.info("%s reset on every door: it touched another port while knocking",
-                             event.source)
-                continue
-            name = door_of_prefix(event.prefix)
-            door = self._running.doors.get(name or "")
-            if door is None or door.engine != "kernel":
-                continue
-            log.info("door %s: opened %s for %s for %gs (in the kernel)", door.name,
-                     ", ".join(map(str, door.open)) or "nothing", event.source, door.open_for)
-            self._start_commands(door, event.source)
+        self._kernel_events.extend(self._nflog.drain())
         if self._nflog.lost > lost:
-            log.warning("NFLOG overflowed: some kernel openings or scan resets were not "
-                        "reported")
-        return scanned
+            log.warning("NFLOG overflowed: some kernel openings, scan resets or handed-over "
+                        "knocks were not reported")
+
+    def _on_kernel_events(self) -> None:
+        """Handle queued NFLOG events in the order the kernel logged them."""
+        self._batch_started = time.perf_counter()
+        self._queue_kernel_events()
+        while self._kernel_events and self._running is not None:
+            self._on_kernel_event(self._kernel_events.popleft(), self._running)
+
+    def _on_kernel_event(self, event: LogEvent, running: _Running) -> None:
+        if event.prefix == KNOCK_PREFIX:
+            self._on_handed_knock(event, running)
+        elif event.prefix == RESET_PREFIX:
+            running.engine.forget(event.source)
+            running.staged.forget(event.source)
+            if self._stage_log.allow(self._clock()):
+                log.info("%s reset on every door: it touched another port while knocking",
+                         event.source)
+        elif (name := door_of_handover(event.prefix)) is not None:
+            door = running.doors.get(name)
+            if door is not None:
+                now = self._clock()
+                started = earliest_first_knock(door, now)
+                for decision in running.staged.vouch_first(event.source.packed, name, started,
+                                                           now):
+                    self._act(decision, running, now)
+        elif (name := door_of_prefix(event.prefix)) is not None:
+            door = running.doors.get(name)
+            if door is not None and door.engine == "kernel":
+                log.info("door %s: opened %s for %s for %gs (in the kernel)", door.name,
+                         ", ".join(map(str, door.open)) or "nothing", event.source,
+                         door.open_for)
+                self._start_commands(door, event.source)
+
+    def _on_handed_knock(self, event: LogEvent, running: _Running) -> None:
+        knock = decode_knock(event.packet)
+        if knock is None:
+            return
+        now = self._clock()
+        for decision in running.staged.handle_knock(knock.src, knock.dst, knock.proto,
+                                                    knock.dport, knock.flags, now):
+            self._act(decision, running, now)
+
+    def _reported_scanning(self, source: IPAddress) -> bool:
+        """Whether the scan guard has reported ``source`` in events not handled yet."""
+        self._queue_kernel_events()
+        return any(event.prefix == RESET_PREFIX and event.source == source
+                   for event in self._kernel_events)
 
     def _schedule_prune(self) -> None:
         running = self._running
@@ -291,9 +336,13 @@ class Daemon:
         running = self._running
         if running is None:
             return
-        for machine in running.engine.doors.values():
+        for machine in [*running.engine.doors.values(), *running.staged.doors.values()]:
             log.info("state: door %s: %d sources mid-sequence (cap %d), %d evicted so far",
                      machine.door.name, len(machine), machine.max_pending, machine.evicted)
+        for machine in running.staged.doors.values():
+            log.info("state: door %s keeps its first stage in the kernel: nft list table inet "
+                     "knockgate shows %s-first_v4 and _v6", machine.door.name,
+                     machine.door.name)
         for door in running.config.doors:
             if door.engine == "kernel":
                 log.info("state: door %s runs in the kernel: nft list table inet knockgate "
@@ -340,10 +389,10 @@ class Daemon:
         running, addresses = self._running, self._addresses
         assert running is not None and addresses is not None
         now = self._clock()
-        self._batch_started = time.perf_counter()
         assert running.capture is not None
         # Scan resets queued before this batch's packets arrived must apply first.
         self._on_kernel_events()
+        self._batch_started = time.perf_counter()
         try:
             batch = list(running.capture.drain())
         except OSError as exc:
@@ -420,7 +469,7 @@ class Daemon:
 
     def _open(self, door: Door, source: IPAddress) -> None:
         assert self._nft is not None
-        if source in self._on_kernel_events():
+        if self._reported_scanning(source):
             log.info("door %s: not opened for %s: it touched another port while knocking",
                      door.name, source)
             return
@@ -496,6 +545,8 @@ class Daemon:
             log.info("%s door %s: %d knocks, opens %s for %gs, %s engine (%s)", verb, door.name,
                      len(door.sequence), ", ".join(str(p) for p in door.open) or "nothing",
                      door.open_for, door.engine, door.engine_reason)
+            if door.engine == "userspace":
+                log.info("%s door %s: %s", verb, door.name, first_stage_summary(door))
         if config.spa is not None:
             log.info("%s spa on udp:%d with %d key(s): %s", verb, config.spa.port,
                      len(config.spa.keys), ", ".join(e.key.name for e in config.spa.keys))

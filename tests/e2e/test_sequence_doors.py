@@ -76,14 +76,39 @@ def test_wrong_order_stays_shut(bed, serve, engine):
     bed.listen(22)
     daemon = serve(door(5, engine))
     knock(bed, "tcp:7000", "tcp:9000", "udp:8000")
+    knock(bed, "udp:8000", "tcp:7000", "tcp:9000")  # a stray first knock, then wrong again
+    # Back to the start after the second knock, then a step skipped: the userspace door's
+    # first stage is in the kernel, which hands the source over at udp:8000.
+    knock(bed, "tcp:7000", "udp:8000", "tcp:7000", "tcp:9000")
     if engine == "userspace":
         daemon.wait_for("reset (knock out of order)")
     else:
         time.sleep(0.2)
     assert not bed.can_connect(SERVER_V4, 22)
-    knock(bed, "udp:8000", "tcp:7000", "tcp:9000")  # a stray first knock, then wrong again
-    assert not bed.can_connect(SERVER_V4, 22)
     assert "opened" not in daemon.log
+
+
+def test_userspace_door_restarts_after_the_handover(bed, serve):
+    """The first knock again, after the kernel handed the source over, starts over."""
+    bed.listen(22)
+    daemon = serve(door(5))
+    daemon.wait_for("first knock kept in the kernel")
+    knock(bed, "tcp:7000", "udp:8000", "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+    daemon.wait_for("knock 1/3")
+
+
+def test_userspace_door_refuses_a_first_gap_longer_than_its_share(bed, serve):
+    """The kernel keeps a first knock for timeout / (knocks - 1): 1 s here."""
+    bed.listen(22)
+    daemon = serve(door(5).replace("timeout = 5", "timeout = 2"))
+    knock(bed, "tcp:7000")
+    time.sleep(1.3)
+    knock(bed, "udp:8000", "tcp:9000")
+    time.sleep(0.2)
+    assert not bed.can_connect(SERVER_V4, 22)
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
 
 
 @BOTH

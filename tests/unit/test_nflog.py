@@ -33,15 +33,16 @@ def logged(family: int, payload: bytes, prefix: bytes | None = b"kg:ssh\0") -> b
 def test_ipv4_and_ipv6_events_in_one_datagram():
     data = logged(socket.AF_INET, IPV4_HEADER + b"tcp") + logged(socket.AF_INET6, IPV6_HEADER)
     assert parse_log_messages(data) == [
-        LogEvent("kg:ssh", ip_address("10.201.0.2")),
-        LogEvent("kg:ssh", ip_address("fd00:201::2")),
+        LogEvent("kg:ssh", ip_address("10.201.0.2"), IPV4_HEADER + b"tcp"),
+        LogEvent("kg:ssh", ip_address("fd00:201::2"), IPV6_HEADER),
     ]
 
 
 def test_nested_flag_bits_in_attribute_types_are_ignored():
     body = (struct.pack("=BBH", socket.AF_INET, 0, 0) + attr(10 | 0x8000, b"kg:a\0")
             + attr(9 | 0x4000, IPV4_HEADER))
-    assert parse_log_messages(message(body)) == [LogEvent("kg:a", ip_address("10.201.0.2"))]
+    assert parse_log_messages(message(body)) == [
+        LogEvent("kg:a", ip_address("10.201.0.2"), IPV4_HEADER)]
 
 
 def test_missing_prefix_is_empty_and_unterminated_prefix_is_read_whole():
@@ -75,7 +76,8 @@ def test_garbage_after_a_good_message_keeps_the_good_one():
 def test_overlong_attribute_stops_the_attribute_walk():
     body = (struct.pack("=BBH", socket.AF_INET, 0, 0) + attr(9, IPV4_HEADER)
             + struct.pack("=HH", 200, 10) + b"kg:")
-    assert parse_log_messages(message(body)) == [LogEvent("", ip_address("10.201.0.2"))]
+    assert parse_log_messages(message(body)) == [
+        LogEvent("", ip_address("10.201.0.2"), IPV4_HEADER)]
 
 
 def test_bind_message_layout():

@@ -63,6 +63,13 @@ class Engine:
             decisions += machine.handle(source, proto, port, flags, now)
         return decisions
 
+    def vouch_first(self, source: bytes, door: str, started: float, now: float
+                    ) -> list[Decision]:
+        """The kernel kept ``door``'s first stage and saw ``source`` (packed) pass it no
+        earlier than ``started``."""
+        machine = self.doors.get(door)
+        return machine.vouch_first(source, started, now) if machine is not None else []
+
     def pending(self) -> int:
         return sum(len(machine) for machine in self.doors.values())
 

@@ -79,6 +79,15 @@ class KernelSettings:
     log_group: int = DEFAULT_LOG_GROUP
     stage_size: int = DEFAULT_STAGE_SIZE
     overflow_seed: int = 0
+    # Only knocks arriving on these interfaces count (empty: every one), as for the capture.
+    interfaces: tuple[str, ...] = ()
+
+    @property
+    def arriving(self) -> str:
+        """The match for ``interfaces``, with a trailing space, or nothing."""
+        if not self.interfaces:
+            return ""
+        return "iifname { " + ", ".join(f'"{name}"' for name in self.interfaces) + " } "
 
     def __post_init__(self) -> None:
         if not 0 <= self.log_group <= 0xFFFF:
@@ -171,8 +180,12 @@ def _sets(door: Door, version: int, family: str, penalised: bool) -> _DoorSets:
 
 
 def _bucket(sets: _DoorSets, settings: KernelSettings) -> str:
-    return (f"jhash {sets.source} mod {settings.stage_size} "
-            f"seed 0x{settings.overflow_seed:08x}")
+    return bucket_of(sets.source, settings)
+
+
+def bucket_of(source: str, settings: KernelSettings) -> str:
+    """The overflow bucket of ``source`` (``ip saddr`` or ``ip6 saddr``)."""
+    return f"jhash {source} mod {settings.stage_size} seed 0x{settings.overflow_seed:08x}"
 
 
 def kernel_set_names(doors: Iterable[Door], penalties: Mapping[str, float] | None = None
@@ -208,7 +221,8 @@ def render_kernel_doors(doors: Sequence[Door], settings: KernelSettings,
                                     f"flush chain {_TABLE_REF} knock_v{version}")]
     rules = []
     if doors:
-        rules.append(f"add rule {_TABLE_REF} {CHAIN} meta pkttype host meta l4proto {{ tcp, udp }} "
+        rules.append(f"add rule {_TABLE_REF} {CHAIN} {settings.arriving}meta pkttype host "
+                     "meta l4proto { tcp, udp } "
                      "meta nfproto vmap { ipv4 : jump knock_v4, ipv6 : jump knock_v6 }")
     for version, family, kind in _VERSIONS:
         for door in doors:
@@ -261,7 +275,7 @@ def _stage_rules(door: Door, sets: _DoorSets, settings: KernelSettings, k: int, 
         step = _open_statements(door, sets, settings)
     else:
         step = f"add @{sets.stages[k]} {{ {sets.source} }}"
-    rules = [f"{member}{guard} {_match(frames[k])} {leave} {step}"]
+    rules = [f"{member}{guard} {match_frame(frames[k])} {leave} {step}"]
     punish = f" add @{sets.penalty} {{ {sets.source} }}" if sets.penalty and exact else ""
     rules += [f"{member} {other} {leave}{punish}" for other in _not_match(frames[k - 1])]
     return rules
@@ -270,7 +284,7 @@ def _stage_rules(door: Door, sets: _DoorSets, settings: KernelSettings, k: int, 
 def _start_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[str]:
     """Rule 3. The second rule only fires when the first one's add found stage 1 full: the
     source is then still outside it, and its bucket goes to the overflow set instead."""
-    fresh = " ".join([_match(door.sequence[0]),
+    fresh = " ".join([match_frame(door.sequence[0]),
                       *(f"{sets.source} != @{stage}" for stage in sets.stages),
                       *([f"{sets.source} != @{sets.penalty}"] if sets.penalty else [])])
     if not sets.stages:
@@ -291,7 +305,7 @@ def _flag_words(bits: int) -> str:
     return "|".join(word for flag, word in _FLAG_WORDS if bits & flag) or "0x0"
 
 
-def _match(frame: Frame) -> str:
+def match_frame(frame: Frame) -> str:
     if frame.proto == "udp":
         return f"udp dport {frame.port}"
     if not frame.flags_mask:

@@ -16,7 +16,7 @@ it opens a door: a source with an event queued by then is not let in (fail close
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
 from knockgate.model import Door
@@ -36,9 +36,11 @@ def _pairs(specs: Iterable[tuple[str, int]]) -> str:
 
 
 def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
-                      also_allowed: Iterable[tuple[str, int]] = ()) -> Spliced:
+                      also_allowed: Iterable[tuple[str, int]] = (),
+                      also_forget: Mapping[int, Sequence[str]] | None = None) -> Spliced:
     """Declarations and rules for the userspace ``doors`` (empty when there are none).
-    ``also_allowed``: ports that are no scan either (other doors' knocks, SPA ports)."""
+    ``also_allowed``: ports that are no scan either (other doors' knocks, SPA ports).
+    ``also_forget``: per IP version, statements the reset runs too (core/first_stage.py)."""
     doors = [door for door in doors if door.sequence]
     if not doors:
         return Spliced()
@@ -49,11 +51,12 @@ def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
     declarations, rules = [], []
     for version, family, nfproto, kind in _VERSIONS:
         name = knocking_set(version)
+        forget = "".join(f"{statement} " for statement in (also_forget or {}).get(version, ()))
         declarations.append(f"add set {_TABLE_REF} {name} {{ type {kind}; size {size}; "
                             f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
         rules.append(f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
                      f"{{ tcp, udp }} {family} saddr @{name} meta l4proto . th dport != "
-                     f"{_pairs(allowed)} delete @{name} {{ {family} saddr }} "
+                     f"{_pairs(allowed)} delete @{name} {{ {family} saddr }} {forget}"
                      f'log prefix "{RESET_PREFIX}" group {log_group}')
         rules.append(f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
                      f"{{ tcp, udp }} meta l4proto . th dport {_pairs(knocks)} "

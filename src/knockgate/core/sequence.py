@@ -65,6 +65,16 @@ class DoorSequence:
             decisions.append(self._advance(source, 0, 1, now))
         return decisions
 
+    def vouch_first(self, source: Source, started: float, now: float) -> list[Decision]:
+        """The kernel saw ``source`` send the first frame, no earlier than ``started``
+        (core/first_stage.py): count it, unless the source is already further along. Such a
+        start is up to one stage older than its neighbours in ``_first``; pruning from the
+        front may leave it a little longer, but ``_progress`` checks expiry on every access."""
+        self._prune(now)
+        if self._progress(source, now)[0]:
+            return []
+        return [self._advance(source, 0, 1, started)]
+
     def forget(self, source: Source) -> None:
         self._first.pop(source, None)
         self._later.pop(source, None)

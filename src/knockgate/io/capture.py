@@ -29,13 +29,7 @@ class Capture:
     """
 
     def __init__(self, filter_expression: str, interfaces: tuple[str, ...] = ()) -> None:
-        for name in interfaces:
-            try:
-                socket.if_nametoindex(name)
-            except OSError as exc:
-                raise CaptureError(
-                    f"no interface {name!r}; run 'knockgate interfaces' to list them"
-                ) from exc
+        check_interfaces(interfaces)
         self.interfaces = frozenset(interfaces)
         program = _program(filter_expression)
         try:
@@ -102,6 +96,18 @@ class Capture:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def check_interfaces(names: tuple[str, ...]) -> None:
+    """Refuse a named interface that does not exist (the kernel's rules would silently match
+    nothing on it)."""
+    for name in names:
+        try:
+            socket.if_nametoindex(name)
+        except OSError as exc:
+            raise CaptureError(
+                f"no interface {name!r}; run 'knockgate interfaces' to list them"
+            ) from exc
 
 
 def _program(filter_expression: str) -> bytes:

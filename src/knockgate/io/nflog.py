@@ -1,8 +1,9 @@
-"""NFLOG (nfnetlink_log) listener: how the daemon learns that a kernel door opened.
+"""NFLOG (nfnetlink_log) listener: how the daemon learns what the kernel's rules saw.
 
 The nftables rule that opens a kernel door logs the packet to one NFLOG group with the prefix
-``kg:<door>``. We bind a NETLINK_NETFILTER socket to that group, ask for the first bytes of each
-packet (enough for the IP header) and a queue threshold of one packet, so every event arrives at
+``kg:<door>``; the scan guard and the kernel's first stage of userspace doors log there too. We
+bind a NETLINK_NETFILTER socket to that group, ask for whole packets (a knock handed to the
+daemon is decoded from its copy) and a queue threshold of one packet, so every event arrives at
 once instead of in batches flushed each second.
 
 We send no NFULNL_CFG_CMD_PF_BIND. Old kernels only handed packets to nfnetlink_log for families
@@ -39,8 +40,8 @@ _NLM_F_ACK = 0x4
 _NFGENMSG = struct.Struct("=BBH")
 _PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
 _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
-# The IPv6 header is 40 bytes; the source address is all we read.
-DEFAULT_COPY_RANGE = 64
+# Whole packets: a knock handed over by core/first_stage.py is decoded from its copy.
+DEFAULT_COPY_RANGE = 0xFFFF
 # Datagrams read per drain(), so a flood of openings cannot starve the rest of the event loop.
 _MAX_READS = 256
 
@@ -48,6 +49,7 @@ _MAX_READS = 256
 class LogEvent(NamedTuple):
     prefix: str
     source: IPAddress
+    packet: bytes  # the logged packet from its IP header on, as far as it was copied
 
 
 def bind_message(group: int, seq: int, copy_range: int = DEFAULT_COPY_RANGE) -> bytes:
@@ -76,7 +78,7 @@ def _source(family: int, packet: bytes) -> IPAddress | None:
 
 
 def parse_log_messages(data: bytes) -> list[LogEvent]:
-    """Pure: the (prefix, source) of each logged packet in one datagram. Never raises; a
+    """Pure: the prefix, source and packet of each logged packet in one datagram. Never raises; a
     message that is not a packet, or whose IP header is cut or disagrees with its family, is
     skipped."""
     events = []
@@ -84,11 +86,12 @@ def parse_log_messages(data: bytes) -> list[LogEvent]:
         if kind != _PACKET or len(body) < _NFGENMSG.size:
             continue
         attrs = attributes(body, _NFGENMSG.size)
-        source = _source(body[0], attrs.get(_NFULA_PAYLOAD, b""))
+        packet = attrs.get(_NFULA_PAYLOAD, b"")
+        source = _source(body[0], packet)
         if source is None:
             continue
         prefix = attrs.get(_NFULA_PREFIX, b"").split(b"\0", 1)[0]
-        events.append(LogEvent(prefix.decode("utf-8", errors="replace"), source))
+        events.append(LogEvent(prefix.decode("utf-8", errors="replace"), source, packet))
     return events
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from knockgate.core.first_stage import forget_statements, render_first_stage, staged_doors
 from knockgate.core.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
 from knockgate.core.ruleset import (
     FAMILY,
@@ -70,7 +71,8 @@ class Nftables:
                 port_grants: list[PortSpec] | None = None,
                 kernel: KernelSettings | None = None) -> None:
         """Apply the whole table in one transaction: doors with engine "kernel" get their knock
-        rules, userspace doors the scan guard that reports sources touching other ports."""
+        rules, userspace doors the scan guard that reports sources touching other ports and,
+        where it can, a first stage kept in the kernel (core/first_stage.py)."""
         kernel = kernel or KernelSettings()
         existing = self.existing_sets()
         in_kernel = [door for door in doors if door.engine == "kernel"]
@@ -83,9 +85,13 @@ class Nftables:
                               frozenset(kernel_set_names(in_kernel, penalties)))
         not_scans = {(f.proto, f.port) for door in in_kernel for f in door.sequence}
         not_scans |= {(spec.proto, spec.port) for spec in hidden + (port_grants or [])}
-        guard = render_scan_guard(in_userspace, kernel.log_group, kernel.stage_size, not_scans)
+        staged = staged_doors(in_userspace)
+        forget = {version: forget_statements(staged, version, kernel) for version in (4, 6)}
+        guard = render_scan_guard(in_userspace, kernel.log_group, kernel.stage_size, not_scans,
+                                  forget)
+        first = render_first_stage(staged, kernel, existing)
         self.run(render_ruleset(doors, hidden, existing, port_grants or [],
-                                merge(kernel_part, guard)))
+                                merge(kernel_part, guard, first)))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
         self._elements.grant(set_name(door, source.version), [source.packed],

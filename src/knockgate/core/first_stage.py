@@ -1,0 +1,211 @@
+"""The first knock of a userspace door, absorbed in the kernel.
+
+A spoofed flood of first knocks is all an attacker who knows one knock port can produce, and it
+is more than Python reads on one core (400 000 packets a second on the test bed). So for
+userspace doors nftables keeps the first stage: it remembers which sources sent F1, and only a
+source that then sends F2 is handed to the daemon. From then on the daemon sees every knock of
+that source through NFLOG (payload included) and runs the door's state machine,
+core/sequence.py, as it does for captured packets. The flood never leaves the kernel.
+
+Sets, per IP version (v4 shown), for door ``ssh``:
+
+- ``ssh-first_v4``: sources that sent F1 and nothing of the door since (``size N``, timeout:
+  the door's timeout split over its gaps, as for kernel doors), with the bucket set
+  ``ssh-firstoverflow_v4`` for first knocks that find it full (core/kernel_doors.py explains
+  the scheme: bounded however many sources flood, and the real client's knock still lands).
+- ``_handed_v4``, shared by these doors: sources handed to the daemon.
+
+Rules, per door and in this order, for TCP and UDP addressed to this host:
+
+1. In ``ssh-first`` (or its bucket) and F2: leave it, enter ``_handed``, log ``kg1:ssh``. The
+   daemon counts F1 as sent one stage ago, the earliest the kernel allows, so the whole
+   sequence still fits the door's timeout (never looser than core/sequence.py; a sequence
+   whose first gap is longer than its share is refused, as on the kernel engine).
+2. In ``ssh-first`` and any later frame of the door: leave it (a knock out of order).
+3. F1: enter ``ssh-first`` with ``add``, so a retransmission does not extend the attempt
+   (core/sequence.py counts the timeout from the first knock); when it is full, set the
+   source's bucket.
+
+then once per version:
+
+4. In ``_handed`` and a knock port of these doors: log ``kg-knock``. It comes after rule 1, so
+   the packet that hands a source over is reported as both events, the hand-over first.
+
+The scan guard (core/scan_guard.py) also removes a source that touched another port from these
+sets, see ``forget_statements``.
+
+A door keeps the old path (every knock captured) when there is nothing to absorb or the kernel
+cannot tell, see ``first_stage_reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from knockgate.core.kernel_doors import (
+    MIN_STAGE_MS,
+    KernelSettings,
+    bucket_of,
+    match_frame,
+    stage_timeout_ms,
+)
+from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
+from knockgate.model import Door
+
+HANDOVER_PREFIX = "kg1:"
+KNOCK_PREFIX = "kg-knock"
+_TABLE_REF = f"{FAMILY} {TABLE}"
+_VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
+_ROUNDING_SLACK = 0.001
+
+
+def first_stage_reason(door: Door) -> str | None:
+    """Why the kernel cannot keep ``door``'s first stage, or None if it can."""
+    if len(door.sequence) < 2:
+        return "a single knock opens at once: there is no first stage to keep"
+    if door.target is not None:
+        return "it has a target: forwarded knocks never reach the input hook"
+    if door.one_time is not None:
+        return "its first knock changes with each use of the one-time file"
+    first = door.sequence[0]
+    if any((f.proto, f.port) == (first.proto, first.port) for f in door.sequence[1:]):
+        return ("a later knock shares the first knock's port, and the kernel would have to "
+                "tell a retransmission from a restart")
+    if stage_timeout_ms(door) < MIN_STAGE_MS:
+        return f"its first gap would get under {MIN_STAGE_MS} ms"
+    return None
+
+
+def earliest_first_knock(door: Door, now: float) -> float:
+    """When a source handed over at ``now`` may have sent F1, at the earliest: one stage ago.
+    The millisecond given back absorbs float rounding (a two-knock door's hand-over must not
+    look expired by 1e-13 s); the kernel's own timeouts are coarser, one jiffy."""
+    return now - stage_timeout_ms(door) / 1000 + _ROUNDING_SLACK
+
+
+def first_stage_summary(door: Door) -> str:
+    """One line for `knockgate check` and the daemon's log about a userspace door."""
+    reason = first_stage_reason(door)
+    if reason is not None:
+        return f"every knock is read by the daemon: {reason}"
+    return (f"first knock kept in the kernel (a spoofed flood of it never reaches the daemon); "
+            f"the second must follow within {stage_timeout_ms(door) / 1000:g}s")
+
+
+def staged_doors(doors: Iterable[Door]) -> list[Door]:
+    """The userspace doors whose first stage the kernel keeps."""
+    return [door for door in doors
+            if door.engine == "userspace" and first_stage_reason(door) is None]
+
+
+def handover_prefix(door: str) -> str:
+    return f"{HANDOVER_PREFIX}{door}"
+
+
+def door_of_handover(prefix: str) -> str | None:
+    """The door an NFLOG hand-over prefix names, or None if it is not one."""
+    if not prefix.startswith(HANDOVER_PREFIX) or len(prefix) == len(HANDOVER_PREFIX):
+        return None
+    return prefix[len(HANDOVER_PREFIX):]
+
+
+def handed_set(version: int) -> str:
+    # A leading '_' keeps it clear of door names, which start with a letter.
+    return f"_handed_v{version}"
+
+
+def _first_set(door: Door, version: int) -> str:
+    return f"{door.name}-first_v{version}"
+
+
+def _overflow_set(door: Door, version: int) -> str:
+    return f"{door.name}-firstoverflow_v{version}"
+
+
+def first_stage_sets(doors: Sequence[Door]) -> frozenset[str]:
+    if not doors:
+        return frozenset()
+    return frozenset(name for version in (4, 6) for name in (
+        handed_set(version),
+        *(_first_set(door, version) for door in doors),
+        *(_overflow_set(door, version) for door in doors)))
+
+
+def forget_statements(doors: Sequence[Door], version: int, settings: KernelSettings
+                      ) -> list[str]:
+    """Statements that make the kernel forget a source's first stage on ``doors`` (the scan
+    guard runs them for a source that touched another port while knocking)."""
+    if not doors:
+        return []
+    source = "ip saddr" if version == 4 else "ip6 saddr"
+    bucket = bucket_of(source, settings)
+    statements = [f"delete @{handed_set(version)} {{ {source} }}"]
+    for door in doors:
+        statements += [f"delete @{_first_set(door, version)} {{ {source} }}",
+                       f"delete @{_overflow_set(door, version)} {{ {bucket} }}"]
+    return statements
+
+
+def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
+                       existing_sets: Iterable[str] = ()) -> Spliced:
+    """Declarations and rules for ``doors``, which must all pass ``first_stage_reason``.
+    Sets that exist are recreated, so a changed size or timeout applies (and, as for every
+    userspace door on reload, progress is forgotten)."""
+    for door in doors:
+        reason = first_stage_reason(door)
+        if reason is not None:
+            raise ValueError(f"door {door.name!r}: the kernel cannot keep its first stage: "
+                             f"{reason}")
+    if not doors:
+        return Spliced()
+    existing = set(existing_sets)
+    declarations: list[str] = []
+    rules: list[str] = []
+    for version, family, kind in _VERSIONS:
+        handed_ms = round(max(door.timeout for door in doors) * 1000)
+        declarations += _declare(handed_set(version), f"type {kind}", handed_ms, settings,
+                                 existing)
+        for door in doors:
+            stage_ms = stage_timeout_ms(door)
+            declarations += _declare(_first_set(door, version), f"type {kind}", stage_ms,
+                                     settings, existing)
+            # nft 1.0.6 crashes listing "typeof jhash ..." (see core/kernel_doors.py).
+            declarations += _declare(_overflow_set(door, version),
+                                     f"typeof numgen random mod {settings.stage_size}",
+                                     stage_ms, settings, existing)
+            rules += _door_rules(door, version, family, settings)
+        knocks = sorted({(f.proto, f.port) for door in doors for f in door.sequence})
+        ports = ", ".join(f"{proto} . {port}" for proto, port in knocks)
+        rules.append(f"{settings.arriving}meta pkttype host {family} saddr @{handed_set(version)} "
+                     f"meta l4proto {{ tcp, udp }} meta l4proto . th dport {{ {ports} }} "
+                     f'log prefix "{KNOCK_PREFIX}" group {settings.log_group}')
+    return Spliced(tuple(declarations),
+                   tuple(f"add rule {_TABLE_REF} {CHAIN} {rule}" for rule in rules),
+                   first_stage_sets(doors))
+
+
+def _declare(name: str, key: str, timeout_ms: int, settings: KernelSettings,
+             existing: set[str]) -> list[str]:
+    commands = [f"delete set {_TABLE_REF} {name}"] if name in existing else []
+    return [*commands, f"add set {_TABLE_REF} {name} {{ {key}; size {settings.stage_size}; "
+                       f"flags dynamic,timeout; timeout {timeout_ms}ms; }}"]
+
+
+def _door_rules(door: Door, version: int, family: str, settings: KernelSettings) -> list[str]:
+    source = f"{family} saddr"
+    first, overflow = _first_set(door, version), _overflow_set(door, version)
+    bucket = bucket_of(source, settings)
+    members = ((f"{source} @{first}", f"delete @{first} {{ {source} }}"),
+               (f"{bucket} @{overflow}", f"delete @{overflow} {{ {bucket} }}"))
+    head = f"{settings.arriving}meta pkttype host"
+    handover = (f"update @{handed_set(version)} {{ {source} }} "
+                f'log prefix "{handover_prefix(door.name)}" group {settings.log_group}')
+    second = door.sequence[1]
+    later = [frame for frame in dict.fromkeys(door.sequence[2:]) if frame != second]
+    rules = [f"{head} {member} {match_frame(second)} {leave} {handover}"
+             for member, leave in members]
+    rules += [f"{head} {member} {match_frame(frame)} {leave}"
+              for frame in later for member, leave in members]
+    start = match_frame(door.sequence[0])
+    return [*rules, f"{head} {start} add @{first} {{ {source} }}",
+            f"{head} {start} {source} != @{first} add @{overflow} {{ {bucket} }}"]
