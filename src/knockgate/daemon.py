@@ -44,7 +44,7 @@ from knockgate.io.capture import Capture, check_interfaces
 from knockgate.io.commands import run_command
 from knockgate.io.instance import claim_namespace
 from knockgate.io.netlink import LocalAddresses
-from knockgate.io.nflog import LogEvent, NflogListener
+from knockgate.io.nflog import MAX_READS, LogEvent, NflogListener
 from knockgate.io.nft import Nftables
 from knockgate.io.notify import notify
 from knockgate.io.onetime import consume_one_time
@@ -220,21 +220,29 @@ class Daemon:
             self._nflog = NflogListener(group)
             asyncio.get_running_loop().add_reader(self._nflog.fileno(), self._on_kernel_events)
 
-    def _queue_kernel_events(self) -> None:
+    def _read_kernel_events(self) -> bool:
+        """Queue the events of one NFLOG datagram; False when none was waiting."""
         if self._nflog is None:
-            return
+            return False
         lost = self._nflog.lost
-        self._kernel_events.extend(self._nflog.drain())
+        events = self._nflog.read()
         if self._nflog.lost > lost:
             log.warning("NFLOG overflowed: some kernel openings, scan resets or handed-over "
                         "knocks were not reported")
+        if events is None:
+            return False
+        self._kernel_events.extend(events)
+        return True
 
     def _on_kernel_events(self) -> None:
-        """Handle queued NFLOG events in the order the kernel logged them."""
+        """Handle NFLOG events in the order the kernel logged them, each datagram's before
+        the next is read (the read that finds nothing comes after a grant, not before)."""
         self._batch_started = time.perf_counter()
-        self._queue_kernel_events()
-        while self._kernel_events and self._running is not None:
-            self._on_kernel_event(self._kernel_events.popleft(), self._running)
+        for _ in range(MAX_READS):
+            while self._kernel_events and self._running is not None:
+                self._on_kernel_event(self._kernel_events.popleft(), self._running)
+            if not self._read_kernel_events():
+                return
 
     def _on_kernel_event(self, event: LogEvent, running: _Running) -> None:
         if event.prefix == KNOCK_PREFIX:
@@ -252,7 +260,7 @@ class Daemon:
                 started = earliest_first_knock(door, now)
                 for decision in running.staged.vouch_first(event.source.packed, name, started,
                                                            now):
-                    self._act(decision, running, now)
+                    self._act(decision, running, now, captured=False)
         elif (name := door_of_prefix(event.prefix)) is not None:
             door = running.doors.get(name)
             if door is not None and door.engine == "kernel":
@@ -268,11 +276,14 @@ class Daemon:
         now = self._clock()
         for decision in running.staged.handle_knock(knock.src, knock.dst, knock.proto,
                                                     knock.dport, knock.flags, now):
-            self._act(decision, running, now)
+            self._act(decision, running, now, captured=False)
 
-    def _reported_scanning(self, source: IPAddress) -> bool:
-        """Whether the scan guard has reported ``source`` in events not handled yet."""
-        self._queue_kernel_events()
+    def _reported_scanning(self, source: IPAddress, read_more: bool) -> bool:
+        """Whether the scan guard has reported ``source`` in events not handled yet (after
+        reading what NFLOG holds, with ``read_more``)."""
+        for _ in range(MAX_READS if read_more else 0):
+            if not self._read_kernel_events():
+                break
         return any(event.prefix == RESET_PREFIX and event.source == source
                    for event in self._kernel_events)
 
@@ -393,13 +404,18 @@ class Daemon:
         # Scan resets queued before this batch's packets arrived must apply first.
         self._on_kernel_events()
         self._batch_started = time.perf_counter()
-        try:
-            batch = list(running.capture.drain())
-        except OSError as exc:
-            log.error("capture read failed: %s", exc)
-            return
         spa_ports, local, engine = _spa_ports(running), addresses.packed, running.engine
-        for data in batch:
+        packets = running.capture.drain()
+        while True:
+            # Each packet is handled before the next read: the read that finds nothing left
+            # comes after a grant, not before it.
+            try:
+                data = next(packets, None)
+            except OSError as exc:
+                log.error("capture read failed: %s", exc)
+                return
+            if data is None:
+                return
             knock = decode_knock(data)
             if knock is None:
                 continue
@@ -450,8 +466,11 @@ class Daemon:
             self._spawn(run_command(argv, self._command_timeout(), f"spa key {grant.key}: {what}",
                                     user=grant.user, group=grant.group))
 
-    def _act(self, decision: Decision, running: _Running, now: float) -> None:
-        """``decision.source`` is packed bytes here (the engine's hot path)."""
+    def _act(self, decision: Decision, running: _Running, now: float,
+             captured: bool = True) -> None:
+        """``decision.source`` is packed bytes here (the engine's hot path). ``captured``: the
+        knock came from the capture socket, which races the scan guard's NFLOG events; a knock
+        handed over through NFLOG is queued behind every scan reset logged before it."""
         if isinstance(decision, Progress | Reset) and not self._stage_log.allow(now):
             return
         suppressed = self._stage_log.take_suppressed()
@@ -465,11 +484,11 @@ class Daemon:
         elif isinstance(decision, Reset):
             log.info("door %s: %s reset (%s)", decision.door, source, decision.reason)
         elif isinstance(decision, Open):
-            self._open(running.doors[decision.door], source)
+            self._open(running.doors[decision.door], source, captured)
 
-    def _open(self, door: Door, source: IPAddress) -> None:
+    def _open(self, door: Door, source: IPAddress, captured: bool = True) -> None:
         assert self._nft is not None
-        if self._reported_scanning(source):
+        if self._reported_scanning(source, read_more=captured):
             log.info("door %s: not opened for %s: it touched another port while knocking",
                      door.name, source)
             return

@@ -42,8 +42,9 @@ _PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
 _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
 # Whole packets: a knock handed over by core/first_stage.py is decoded from its copy.
 DEFAULT_COPY_RANGE = 0xFFFF
-# Datagrams read per drain(), so a flood of openings cannot starve the rest of the event loop.
-_MAX_READS = 256
+# Datagrams read per drain() (and per turn of the daemon's loop), so a flood of events cannot
+# starve the rest of the event loop.
+MAX_READS = 256
 
 
 class LogEvent(NamedTuple):
@@ -126,19 +127,26 @@ class NflogListener:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def read(self) -> list[LogEvent] | None:
+        """The events of one datagram, or None when none is waiting. After an overflow
+        (``lost`` grows) the events that did not fit are gone: an empty list."""
+        try:
+            return parse_log_messages(self._sock.recv(65536))
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                raise
+            self.lost += 1
+            return []
+
     def drain(self) -> list[LogEvent]:
         events: list[LogEvent] = []
-        for _ in range(_MAX_READS):
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
+        for _ in range(MAX_READS):
+            batch = self.read()
+            if batch is None:
                 break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self.lost += 1
-                continue
-            events += parse_log_messages(data)
+            events += batch
         return events
 
     def close(self) -> None:
