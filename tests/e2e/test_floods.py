@@ -76,6 +76,19 @@ def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, ser
     assert daemon.process.poll() is None
 
 
+def test_spoofed_first_knocks_then_other_ports_reach_the_daemon_as_nothing(bed, serve):
+    """The kernel resets those sources itself: only sources handed to the daemon are reported,
+    so this flood cannot become a flood of NFLOG events."""
+    bed.listen(22)
+    daemon = serve(DOOR.format(engine="userspace"))
+    bed.send_spoofed_syns(7000, 5000, seed=9)
+    bed.send_spoofed_syns(5555, 5000, seed=9)  # the same sources, in the same order
+    knock(bed)
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
+    assert "touched another port" not in daemon.log
+    assert state_of(daemon, "ssh") == (0, 0)
+
+
 @pytest.mark.parametrize("engine", ["userspace", "kernel"])
 def test_full_random_order_port_scan_opens_nothing_then_a_knock_opens(bed, serve, engine):
     """A scan that hits the knock ports in the right order, among every other port, must

@@ -291,3 +291,16 @@ def test_named_interface_is_watched_and_a_missing_one_is_refused(bed, serve, tmp
                            "--interface", "nosuch0")
     assert result.returncode == 5
     assert "no interface 'nosuch0'" in result.stderr
+
+
+def test_userspace_door_forgets_a_handed_source_that_touches_another_port(bed, serve):
+    bed.listen(22)
+    daemon = serve(door(5))
+    knock(bed, "tcp:7000", "udp:8000")
+    daemon.wait_for("knock 2/3")
+    knock(bed, "tcp:5555")
+    daemon.wait_for(f"{CLIENT_V4} reset on every door")
+    knock(bed, "tcp:9000")
+    time.sleep(0.2)
+    assert not bed.can_connect(SERVER_V4, 22)
+    assert "opened" not in daemon.log

@@ -177,3 +177,15 @@ def test_named_interfaces_limit_the_first_stage_and_the_kernel_doors():
     assert jump.startswith(head)
     assert render_kernel_doors([THREE], SETTINGS).rules[0].startswith(
         "add rule inet knockgate input meta pkttype host ")
+
+
+def test_when_every_door_is_staged_only_handed_sources_are_reported():
+    forget = {v: forget_statements([THREE], v, SETTINGS) for v in (4, 6)}
+    rules = render_scan_guard([THREE], 7, 1024, also_forget=forget,
+                              report_only={4: "_handed_v4", 6: "_handed_v6"}).rules
+    reported, silent = rules[0], rules[1]
+    assert "ip saddr @_handed_v4 delete @_knocking_v4 { ip saddr } delete @_handed_v4" in reported
+    assert reported.endswith('log prefix "kg-reset" group 7')
+    assert "@_handed_v4 delete" not in silent and "log" not in silent
+    assert silent.endswith("delete @ssh-firstoverflow_v4 { jhash ip saddr mod 1024 "
+                           "seed 0x1234abcd }")

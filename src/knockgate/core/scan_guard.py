@@ -37,10 +37,14 @@ def _pairs(specs: Iterable[tuple[str, int]]) -> str:
 
 def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
                       also_allowed: Iterable[tuple[str, int]] = (),
-                      also_forget: Mapping[int, Sequence[str]] | None = None) -> Spliced:
+                      also_forget: Mapping[int, Sequence[str]] | None = None,
+                      report_only: Mapping[int, str] | None = None) -> Spliced:
     """Declarations and rules for the userspace ``doors`` (empty when there are none).
     ``also_allowed``: ports that are no scan either (other doors' knocks, SPA ports).
-    ``also_forget``: per IP version, statements the reset runs too (core/first_stage.py)."""
+    ``also_forget``: per IP version, statements the reset runs too (core/first_stage.py).
+    ``report_only``: per IP version, the set of the only sources the daemon keeps progress
+    for (when the kernel keeps every door's first stage); others are reset without a report,
+    so spoofed first knocks followed by other ports cannot become a flood of NFLOG events."""
     doors = [door for door in doors if door.sequence]
     if not doors:
         return Spliced()
@@ -54,10 +58,17 @@ def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
         forget = "".join(f"{statement} " for statement in (also_forget or {}).get(version, ()))
         declarations.append(f"add set {_TABLE_REF} {name} {{ type {kind}; size {size}; "
                             f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
-        rules.append(f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
-                     f"{{ tcp, udp }} {family} saddr @{name} meta l4proto . th dport != "
-                     f"{_pairs(allowed)} delete @{name} {{ {family} saddr }} {forget}"
-                     f'log prefix "{RESET_PREFIX}" group {log_group}')
+        touched = (f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
+                   f"{{ tcp, udp }} {family} saddr @{name} meta l4proto . th dport != "
+                   f"{_pairs(allowed)} ")
+        reset = f"delete @{name} {{ {family} saddr }} {forget}"
+        report = f'log prefix "{RESET_PREFIX}" group {log_group}'
+        reported = (report_only or {}).get(version)
+        if reported is None:
+            rules.append(f"{touched}{reset}{report}")
+        else:
+            rules.append(f"{touched}{family} saddr @{reported} {reset}{report}")
+            rules.append(f"{touched}{reset.rstrip()}")
         rules.append(f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
                      f"{{ tcp, udp }} meta l4proto . th dport {_pairs(knocks)} "
                      f"update @{name} {{ {family} saddr }}")

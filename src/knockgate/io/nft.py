@@ -7,7 +7,12 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from knockgate.core.first_stage import forget_statements, render_first_stage, staged_doors
+from knockgate.core.first_stage import (
+    forget_statements,
+    handed_set,
+    render_first_stage,
+    staged_doors,
+)
 from knockgate.core.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
 from knockgate.core.ruleset import (
     FAMILY,
@@ -87,8 +92,9 @@ class Nftables:
         not_scans |= {(spec.proto, spec.port) for spec in hidden + (port_grants or [])}
         staged = staged_doors(in_userspace)
         forget = {version: forget_statements(staged, version, kernel) for version in (4, 6)}
+        only_handed = {v: handed_set(v) for v in (4, 6)} if staged == in_userspace else None
         guard = render_scan_guard(in_userspace, kernel.log_group, kernel.stage_size, not_scans,
-                                  forget)
+                                  forget, only_handed)
         first = render_first_stage(staged, kernel, existing)
         self.run(render_ruleset(doors, hidden, existing, port_grants or [],
                                 merge(kernel_part, guard, first)))
