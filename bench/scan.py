@@ -59,8 +59,9 @@ Run of {date} (same machine as [benchmarks.md](benchmarks.md)):
 
 knockd only sees its sequence ports, so a scan that happens to hit them in a favourable order
 opens it; nothing a scan sends elsewhere counts against it. knockgate resets a source that
-touches any other port while knocking: the kernel engine in its own rules, the userspace
-engine through the kernel's report of knocking sources that touch other ports.
+touches any other port while knocking: the kernel engine in its own rules; the userspace
+engine keeps the first knock in the kernel, which forgets a source that touches another port,
+and is told of such sources once they are handed to the daemon.
 """
 
 
