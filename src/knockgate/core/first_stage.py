@@ -5,7 +5,9 @@ is more than Python reads on one core (400 000 packets a second on the test bed)
 userspace doors nftables keeps the first stage: it remembers which sources sent F1, and only a
 source that then sends F2 is handed to the daemon. From then on the daemon sees every knock of
 that source through NFLOG (payload included) and runs the door's state machine,
-core/sequence.py, as it does for captured packets. The flood never leaves the kernel.
+core/sequence.py, as it does for captured packets. The flood never leaves the kernel. (An
+attacker who knows the first two knocks can still make the daemon read, as it could with every
+knock captured; only the kernel engine does without the daemon.)
 
 Sets, per IP version (v4 shown), for door ``ssh``:
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 from knockgate.errors import CaptureError
 from knockgate.io.bpf import compile_filter, host_only_prologue, pack_program
+from knockgate.io.sockopts import grow_receive_buffer
 
 _ETH_P_ALL = 0x0003
 _SO_ATTACH_FILTER = 26
-_SO_RCVBUFFORCE = 33
 _RCVBUF = 8 * 1024 * 1024
 _BATCH = 512
 
@@ -40,7 +40,7 @@ class Capture:
             raise CaptureError("capturing packets needs root (CAP_NET_RAW)") from exc
         try:
             self._attach(program)
-            self._grow_buffer()
+            grow_receive_buffer(self._sock, _RCVBUF)
             self._sock.setblocking(False)
             self._discard_unfiltered()
         except OSError as exc:
@@ -51,12 +51,6 @@ class Capture:
         buffer = ctypes.create_string_buffer(program)
         fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
         self._sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(fprog))
-
-    def _grow_buffer(self) -> None:
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
-        except OSError:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
 
     def _discard_unfiltered(self) -> None:
         """Drop what was queued between socket() and the filter attach: it was not filtered."""

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from knockgate.errors import CaptureError
 from knockgate.io.nlwire import ack_errors, attr, attributes, message, messages
+from knockgate.io.sockopts import grow_receive_buffer
 from knockgate.model import IPAddress
 
 _NETLINK_NETFILTER = 12
@@ -42,6 +43,8 @@ _PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
 _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
 # Whole packets: a knock handed over by core/first_stage.py is decoded from its copy.
 DEFAULT_COPY_RANGE = 0xFFFF
+# Room for bursts: handed-over knocks, openings and scan resets must not be dropped.
+_RCVBUF = 4 * 1024 * 1024
 # Datagrams read per drain() (and per turn of the daemon's loop), so a flood of events cannot
 # starve the rest of the event loop.
 MAX_READS = 256
@@ -106,6 +109,7 @@ class NflogListener:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             self._sock.bind((0, 0))
+            grow_receive_buffer(self._sock, _RCVBUF)
             self._sock.settimeout(timeout)
             self._bind(group, copy_range)
             self._sock.setblocking(False)
