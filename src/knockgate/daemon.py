@@ -20,7 +20,7 @@ from pathlib import Path
 
 from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
-from knockgate.core.decode import decode, decode_knock
+from knockgate.core.decode import decode_datagram, decode_knock
 from knockgate.core.engine import Engine
 from knockgate.core.first_stage import (
     KNOCK_PREFIX,
@@ -401,8 +401,8 @@ class Daemon:
         assert running is not None and addresses is not None
         now = self._clock()
         assert running.capture is not None
-        # Scan resets queued before this batch's packets arrived must apply first.
-        self._on_kernel_events()
+        if self._nflog is not None:  # scan resets queued before these packets apply first
+            self._on_kernel_events()
         self._batch_started = time.perf_counter()
         spa_ports, local, engine = _spa_ports(running), addresses.packed, running.engine
         packets = running.capture.drain()
@@ -422,7 +422,7 @@ class Daemon:
             if knock.dst not in local and not engine.counts_for(knock.dst):
                 continue
             if knock.proto == "udp" and knock.dport in spa_ports:
-                packet = decode(data)
+                packet = decode_datagram(data, knock)
                 if packet is not None:
                     self._on_spa(running, packet)
                 continue

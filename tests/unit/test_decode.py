@@ -113,3 +113,23 @@ def test_knock_view_never_raises_and_agrees(data):
     assert (knock is None) == (full is None)
     if knock is not None and full is not None:
         assert knock == (full.src.packed, full.dst.packed, full.proto, full.dport, full.flags)
+
+
+def test_datagram_view_agrees_with_the_full_decoder():
+    from knockgate.core.decode import decode_datagram, decode_knock
+
+    for data in (ipv4(17, udp(62201, b"spa" * 40)), ipv4(17, udp(1, b"")),
+                 ipv4(17, udp(2, b"padded") + b"\0" * 6), ipv6(17, udp(62201, b"six")),
+                 ipv4(6, tcp(7000, TcpFlag.SYN))):
+        knock = decode_knock(data)
+        assert knock is not None
+        assert decode_datagram(data, knock) == decode(data)
+
+
+@given(st.binary(max_size=120))
+def test_datagram_view_of_any_accepted_knock_agrees(data):
+    from knockgate.core.decode import decode_datagram, decode_knock
+
+    knock = decode_knock(data)
+    if knock is not None:
+        assert decode_datagram(data, knock) == decode(data)

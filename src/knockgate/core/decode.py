@@ -79,6 +79,18 @@ def _ipv4_knock(data: bytes) -> Knock | None:
     return Knock(src, dst, name, (data[header_len + 2] << 8) | data[header_len + 3], 0)
 
 
+def decode_datagram(data: bytes, knock: Knock) -> Packet | None:
+    """The whole Packet of a UDP ``knock`` that ``decode_knock(data)`` returned (an SPA
+    datagram). IPv4 reuses the bounds decode_knock checked; IPv6 takes the long way."""
+    if knock.proto != "udp" or len(knock.src) != 4:
+        return decode(data)
+    header_len = (data[0] & 0x0F) * 4
+    udp_len = (data[header_len + 4] << 8) | data[header_len + 5]
+    return Packet(IPv4Address(knock.src), IPv4Address(knock.dst), "udp",
+                  (data[header_len] << 8) | data[header_len + 1], knock.dport, 0,
+                  data[header_len + 8:header_len + udp_len])
+
+
 def decode(data: bytes, link: LinkType = LinkType.RAW) -> Packet | None:
     try:
         return _decode(memoryview(data), link)

@@ -6,7 +6,7 @@ request is granted whole or refused whole: nothing is half-applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.config import SpaKeyConfig
 from knockgate.core.spa import VerifiedRequest
@@ -14,8 +14,9 @@ from knockgate.errors import InvalidMessage
 from knockgate.model import IPAddress, PortSpec
 
 
-@dataclass(frozen=True, slots=True)
-class SpaGrant:
+class SpaGrant(NamedTuple):
+    """What one SPA packet earned (a NamedTuple: one is built per granted packet)."""
+
     key: str
     source: IPAddress
     target: IPAddress
