@@ -139,6 +139,7 @@ class Daemon:
         self._stage_log = LogBudget(rate=_STAGE_LOGS_PER_SECOND, burst=_STAGE_LOG_BURST)
         self._nflog: NflogListener | None = None
         self._kernel_events: deque[LogEvent] = deque()
+        self._kernel_events_due = False
         self._installed = False
         # Random per run, so a flooder cannot aim at a real client's overflow bucket.
         self._overflow_seed = int.from_bytes(os.urandom(4), "big")
@@ -238,11 +239,20 @@ class Daemon:
         """Handle NFLOG events in the order the kernel logged them, each datagram's before
         the next is read (the read that finds nothing comes after a grant, not before)."""
         self._batch_started = time.perf_counter()
+        self._kernel_events_due = False
         for _ in range(MAX_READS):
             while self._kernel_events and self._running is not None:
                 self._on_kernel_event(self._kernel_events.popleft(), self._running)
             if not self._read_kernel_events():
                 return
+        self._kernel_events_later()  # bounded per turn; the socket may be empty by now
+
+    def _kernel_events_later(self) -> None:
+        """Handle queued events on the loop's next turn: the socket's reader only fires for
+        what is still unread."""
+        if self._kernel_events and not self._kernel_events_due:
+            self._kernel_events_due = True
+            asyncio.get_running_loop().call_soon(self._on_kernel_events)
 
     def _on_kernel_event(self, event: LogEvent, running: _Running) -> None:
         if event.prefix == KNOCK_PREFIX:
@@ -284,6 +294,7 @@ class Daemon:
         for _ in range(MAX_READS if read_more else 0):
             if not self._read_kernel_events():
                 break
+        self._kernel_events_later()
         return any(event.prefix == RESET_PREFIX and event.source == source
                    for event in self._kernel_events)
 

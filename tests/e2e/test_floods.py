@@ -65,7 +65,6 @@ def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, ser
     bed.send_spoofed_syns(7000, 20000, seed=7)
     if engine == "userspace":
         assert set_size(bed, "ssh-first_v4") == 1000, "bounded by max_pending, and full"
-        assert set_size(bed, "ssh-firstoverflow_v4") <= 1000
         assert state_of(daemon, "ssh") == (0, 0), "the flood never reached the daemon"
     knock(bed)
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log

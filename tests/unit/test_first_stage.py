@@ -1,3 +1,4 @@
+import re
 from dataclasses import replace
 from ipaddress import ip_address
 
@@ -13,6 +14,7 @@ from knockgate.core.first_stage import (
     forget_statements,
     handover_prefix,
     render_first_stage,
+    render_userspace_rules,
     staged_doors,
 )
 from knockgate.core.frames import parse_frame
@@ -104,12 +106,42 @@ def test_only_userspace_doors_are_staged():
 
 
 def test_the_scan_guard_forgets_the_first_stage_too():
-    forget = {v: forget_statements([THREE], v, SETTINGS) for v in (4, 6)}
-    reset = render_scan_guard([THREE], 7, 1024, also_forget=forget).rules[0]
-    assert ("delete @_knocking_v4 { ip saddr } delete @_handed_v4 { ip saddr } "
-            "delete @ssh-first_v4 { ip saddr } delete @ssh-firstoverflow_v4 { jhash ip saddr "
-            'mod 1024 seed 0x1234abcd } log prefix "kg-reset" group 7') in reset
+    rules = render_userspace_rules([THREE], SETTINGS).rules
+    reported, silent = rules[0], rules[1]
+    forget = ("delete @_knocking_v4 { ip saddr } delete @_handed_v4 { ip saddr } "
+              "delete @ssh-first_v4 { ip saddr } delete @ssh-firstoverflow_v4 { jhash ip saddr "
+              "mod 1024 seed 0x1234abcd }")
+    assert reported.endswith(f'ip saddr @_handed_v4 {forget} log prefix "kg-reset" group 7')
+    assert silent.endswith(f"}} {forget}")
     assert forget_statements([], 4, SETTINGS) == []
+
+
+def test_when_every_door_is_staged_only_handed_sources_are_reported():
+    rules = render_userspace_rules([THREE], SETTINGS).rules
+    reports = [rule for rule in rules if "kg-reset" in rule]
+    assert len(reports) == 2 and all("saddr @_handed_v" in rule for rule in reports)
+    assert not any("_captured" in rule for rule in rules)
+
+
+def test_a_captured_door_is_reported_for_its_own_knockers_only():
+    """A door whose knocks are captured (here a single knock) needs reports for sources
+    that touched its ports; sources that only sent another door's first knock stay silent."""
+    rules = render_userspace_rules([THREE, door("udp:5", name="one")], SETTINGS).rules
+    v4 = [rule for rule in rules if "ip saddr" in rule or "nfproto ipv4" in rule]
+    reports = [rule for rule in v4 if "kg-reset" in rule]
+    assert [re.search(r"ip saddr @(\S+) delete", r)[1] for r in reports] == [
+        "_handed_v4", "_captured_v4"]
+    assert all("delete @_captured_v4 { ip saddr }" in rule for rule in reports)
+    assert any(rule.endswith("meta l4proto . th dport { udp . 5 } "
+                             "update @_captured_v4 { ip saddr }") for rule in v4)
+
+
+def test_without_staged_doors_every_knocker_is_reported_as_before():
+    one = door("udp:5", name="one")
+    assert render_userspace_rules([one], SETTINGS) == render_scan_guard(
+        [one], SETTINGS.log_group, SETTINGS.stage_size)
+    kernel_only = replace(THREE, engine="kernel")
+    assert render_userspace_rules([kernel_only], SETTINGS).rules == ()
 
 
 def test_handover_prefixes_round_trip_and_reject_others():
@@ -164,7 +196,7 @@ engine = "userspace"
 """)
     text = "\n".join(describe(config))
     assert "first knock kept in the kernel" in text
-    assert "the second must follow within 2.5s" in text
+    assert "the second must follow within 2.5s, the last within 2.5s of the second" in text
     assert "every knock is read by the daemon: a later knock shares" in text
 
 
@@ -178,14 +210,3 @@ def test_named_interfaces_limit_the_first_stage_and_the_kernel_doors():
     assert render_kernel_doors([THREE], SETTINGS).rules[0].startswith(
         "add rule inet knockgate input meta pkttype host ")
 
-
-def test_when_every_door_is_staged_only_handed_sources_are_reported():
-    forget = {v: forget_statements([THREE], v, SETTINGS) for v in (4, 6)}
-    rules = render_scan_guard([THREE], 7, 1024, also_forget=forget,
-                              report_only={4: "_handed_v4", 6: "_handed_v6"}).rules
-    reported, silent = rules[0], rules[1]
-    assert "ip saddr @_handed_v4 delete @_knocking_v4 { ip saddr } delete @_handed_v4" in reported
-    assert reported.endswith('log prefix "kg-reset" group 7')
-    assert "@_handed_v4 delete" not in silent and "log" not in silent
-    assert silent.endswith("delete @ssh-firstoverflow_v4 { jhash ip saddr mod 1024 "
-                           "seed 0x1234abcd }")

@@ -21,8 +21,9 @@ Rules, per door and in this order, for TCP and UDP addressed to this host:
 
 1. In ``ssh-first`` (or its bucket) and F2: leave it, enter ``_handed``, log ``kg1:ssh``. The
    daemon counts F1 as sent one stage ago, the earliest the kernel allows, so the whole
-   sequence still fits the door's timeout (never looser than core/sequence.py; a sequence
-   whose first gap is longer than its share is refused, as on the kernel engine).
+   sequence still fits the door's timeout. That is stricter than core/sequence.py: the first
+   gap must fit its share, timeout / (n - 1), and the last knock must come within the rest of
+   the timeout after F2, however quick the first gap was.
 2. In ``ssh-first`` and any later frame of the door: leave it (a knock out of order).
 3. F1: enter ``ssh-first`` with ``add``, so a retransmission does not extend the attempt
    (core/sequence.py counts the timeout from the first knock); when it is full, set the
@@ -34,7 +35,18 @@ then once per version:
    the packet that hands a source over is reported as both events, the hand-over first.
 
 The scan guard (core/scan_guard.py) also removes a source that touched another port from these
-sets, see ``forget_statements``.
+sets, see ``forget_statements``, and reports it only if the daemon holds its progress.
+
+Where this is looser or weaker than reading every knock, all bounded and shared with kernel
+doors (core/kernel_doors.py):
+- While ``ssh-first`` is full (a flood of more distinct sources than its size within one
+  stage), a source whose bucket a flooder set may skip F1; it still needs F2..Fn in order.
+- ``_handed`` has a size too: an attacker who knows F1 and F2 can fill it with spoofed pairs,
+  and new hand-overs fail until its entries expire (captured knocks evict old attempts
+  instead). The first-knock flood cannot.
+- These rules sit after the input chain's accept rules: a knock that another rule already
+  accepted (an established connection, a port another door opened for that source) is not
+  seen, as for kernel doors.
 
 A door keeps the old path (every knock captured) when there is nothing to absorb or the kernel
 cannot tell, see ``first_stage_reason``.
@@ -52,6 +64,7 @@ from knockgate.core.kernel_doors import (
     stage_timeout_ms,
 )
 from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
+from knockgate.core.scan_guard import FirstStageLink, merge, render_scan_guard
 from knockgate.model import Door
 
 HANDOVER_PREFIX = "kg1:"
@@ -90,8 +103,11 @@ def first_stage_summary(door: Door) -> str:
     reason = first_stage_reason(door)
     if reason is not None:
         return f"every knock is read by the daemon: {reason}"
+    share = stage_timeout_ms(door) / 1000
+    rest = (f", the last within {door.timeout - share:g}s of the second"
+            if len(door.sequence) > 2 else "")
     return (f"first knock kept in the kernel (a spoofed flood of it never reaches the daemon); "
-            f"the second must follow within {stage_timeout_ms(door) / 1000:g}s")
+            f"the second must follow within {share:g}s{rest}")
 
 
 def staged_doors(doors: Iterable[Door]) -> list[Door]:
@@ -146,6 +162,24 @@ def forget_statements(doors: Sequence[Door], version: int, settings: KernelSetti
         statements += [f"delete @{_first_set(door, version)} {{ {source} }}",
                        f"delete @{_overflow_set(door, version)} {{ {bucket} }}"]
     return statements
+
+
+def render_userspace_rules(doors: Sequence[Door], settings: KernelSettings,
+                           also_allowed: Iterable[tuple[str, int]] = (),
+                           existing_sets: Iterable[str] = ()) -> Spliced:
+    """Everything the kernel does for the userspace ``doors`` (others are skipped): the scan
+    guard (core/scan_guard.py) and, for the doors it can take, the first stage, linked so a
+    scan resets the first stage too and only sources the daemon tracks are reported."""
+    userspace = [door for door in doors if door.engine == "userspace"]
+    staged = staged_doors(userspace)
+    link = None
+    if staged:
+        link = FirstStageLink(frozenset(door.name for door in staged),
+                              {v: forget_statements(staged, v, settings) for v in (4, 6)},
+                              {v: handed_set(v) for v in (4, 6)})
+    guard = render_scan_guard(userspace, settings.log_group, settings.stage_size, also_allowed,
+                              link)
+    return merge(guard, render_first_stage(staged, settings, existing_sets))
 
 
 def render_first_stage(doors: Sequence[Door], settings: KernelSettings,

@@ -17,6 +17,7 @@ it opens a door: a source with an event queued by then is not let in (fail close
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
 from knockgate.model import Door
@@ -35,45 +36,66 @@ def _pairs(specs: Iterable[tuple[str, int]]) -> str:
     return "{ " + ", ".join(f"{proto} . {port}" for proto, port in sorted(set(specs))) + " }"
 
 
+@dataclass(frozen=True, slots=True)
+class FirstStageLink:
+    """What the guard needs from core/first_stage.py when the kernel keeps the first stage of
+    the userspace doors named in ``doors``: per IP version, the statements that forget a
+    source's first stage, and the set of sources handed over to the daemon."""
+
+    doors: frozenset[str]
+    forget: Mapping[int, Sequence[str]]
+    handed: Mapping[int, str]
+
+
+def captured_set(version: int) -> str:
+    return f"_captured_v{version}"
+
+
 def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
                       also_allowed: Iterable[tuple[str, int]] = (),
-                      also_forget: Mapping[int, Sequence[str]] | None = None,
-                      report_only: Mapping[int, str] | None = None) -> Spliced:
+                      first_stage: FirstStageLink | None = None) -> Spliced:
     """Declarations and rules for the userspace ``doors`` (empty when there are none).
     ``also_allowed``: ports that are no scan either (other doors' knocks, SPA ports).
-    ``also_forget``: per IP version, statements the reset runs too (core/first_stage.py).
-    ``report_only``: per IP version, the set of the only sources the daemon keeps progress
-    for (when the kernel keeps every door's first stage); others are reset without a report,
-    so spoofed first knocks followed by other ports cannot become a flood of NFLOG events."""
+
+    With ``first_stage``, only sources the daemon may hold progress for are reported: those
+    handed over, and those that touched a knock port of a door whose knocks are captured
+    (kept in ``_captured``). Every other source is reset in the kernel without a report, so
+    spoofed first knocks followed by other ports cannot become a flood of NFLOG events."""
     doors = [door for door in doors if door.sequence]
     if not doors:
         return Spliced()
     knocks = {(f.proto, f.port) for door in doors for f in door.sequence}
     allowed = knocks | {(spec.proto, spec.port) for door in doors for spec in door.open}
     allowed |= set(also_allowed)
+    captured = {(f.proto, f.port) for door in doors for f in door.sequence
+                if first_stage is not None and door.name not in first_stage.doors}
     timeout_ms = round(max(door.timeout for door in doors) * 1000)
-    declarations, rules = [], []
+    declarations, rules, sets = [], [], set()
     for version, family, nfproto, kind in _VERSIONS:
-        name = knocking_set(version)
-        forget = "".join(f"{statement} " for statement in (also_forget or {}).get(version, ()))
-        declarations.append(f"add set {_TABLE_REF} {name} {{ type {kind}; size {size}; "
-                            f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
-        touched = (f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
-                   f"{{ tcp, udp }} {family} saddr @{name} meta l4proto . th dport != "
-                   f"{_pairs(allowed)} ")
-        reset = f"delete @{name} {{ {family} saddr }} {forget}"
+        tracked = [knocking_set(version)] + ([captured_set(version)] if captured else [])
+        for name in tracked:
+            declarations.append(f"add set {_TABLE_REF} {name} {{ type {kind}; size {size}; "
+                                f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
+        sets.update(tracked)
+        source = f"{family} saddr"
+        head = f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto {{ tcp, udp }} "
+        touched = f"{head}{source} @{knocking_set(version)} meta l4proto . th dport != " \
+                  f"{_pairs(allowed)} "
+        reset = " ".join([*(f"delete @{name} {{ {source} }}" for name in tracked),
+                          *(first_stage.forget.get(version, ()) if first_stage else ())])
         report = f'log prefix "{RESET_PREFIX}" group {log_group}'
-        reported = (report_only or {}).get(version)
-        if reported is None:
-            rules.append(f"{touched}{reset}{report}")
+        if first_stage is None:
+            rules.append(f"{touched}{reset} {report}")
         else:
-            rules.append(f"{touched}{family} saddr @{reported} {reset}{report}")
-            rules.append(f"{touched}{reset.rstrip()}")
-        rules.append(f"add rule {_TABLE_REF} {CHAIN} meta nfproto {nfproto} meta l4proto "
-                     f"{{ tcp, udp }} meta l4proto . th dport {_pairs(knocks)} "
-                     f"update @{name} {{ {family} saddr }}")
-    return Spliced(tuple(declarations), tuple(rules),
-                   frozenset(knocking_set(v) for v, *_ in _VERSIONS))
+            reported = [first_stage.handed[version], *tracked[1:]]
+            rules += [f"{touched}{source} @{name} {reset} {report}" for name in reported]
+            rules.append(f"{touched}{reset}")
+        rules.append(f"{head}meta l4proto . th dport {_pairs(knocks)} "
+                     f"update @{knocking_set(version)} {{ {source} }}")
+        if captured:
+            rules.append(f"{head}meta l4proto . th dport {_pairs(captured)} "
+                         f"update @{captured_set(version)} {{ {source} }}")
+    return Spliced(tuple(declarations), tuple(rules), frozenset(sets))
 
 
 def merge(*parts: Spliced) -> Spliced:

@@ -7,12 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from knockgate.core.first_stage import (
-    forget_statements,
-    handed_set,
-    render_first_stage,
-    staged_doors,
-)
+from knockgate.core.first_stage import render_userspace_rules
 from knockgate.core.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
 from knockgate.core.ruleset import (
     FAMILY,
@@ -23,7 +18,7 @@ from knockgate.core.ruleset import (
     render_teardown,
     set_name,
 )
-from knockgate.core.scan_guard import merge, render_scan_guard
+from knockgate.core.scan_guard import merge
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter, concat_key
 from knockgate.model import Door, IPAddress, PortSpec
@@ -81,7 +76,6 @@ class Nftables:
         kernel = kernel or KernelSettings()
         existing = self.existing_sets()
         in_kernel = [door for door in doors if door.engine == "kernel"]
-        in_userspace = [door for door in doors if door.engine == "userspace"]
         penalties = {door.name: door.penalty for door in in_kernel}
         # Always rendered: the knock chains are flushed even without kernel doors, so stale
         # stage sets lose their last reference and can be deleted.
@@ -90,14 +84,9 @@ class Nftables:
                               frozenset(kernel_set_names(in_kernel, penalties)))
         not_scans = {(f.proto, f.port) for door in in_kernel for f in door.sequence}
         not_scans |= {(spec.proto, spec.port) for spec in hidden + (port_grants or [])}
-        staged = staged_doors(in_userspace)
-        forget = {version: forget_statements(staged, version, kernel) for version in (4, 6)}
-        only_handed = {v: handed_set(v) for v in (4, 6)} if staged == in_userspace else None
-        guard = render_scan_guard(in_userspace, kernel.log_group, kernel.stage_size, not_scans,
-                                  forget, only_handed)
-        first = render_first_stage(staged, kernel, existing)
+        userspace = render_userspace_rules(doors, kernel, not_scans, existing)
         self.run(render_ruleset(doors, hidden, existing, port_grants or [],
-                                merge(kernel_part, guard, first)))
+                                merge(kernel_part, userspace)))
 
     def grant(self, door: str, source: IPAddress, seconds: float) -> None:
         self._elements.grant(set_name(door, source.version), [source.packed],
