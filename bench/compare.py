@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _incumbents as inc
-from _wire import FinalPacket, Prober, build_prober, on_server_core, pin_client, server_mac
+from _wire import (
+    FinalPacket,
+    Prober,
+    add_client_addresses,
+    build_prober,
+    on_server_core,
+    pin_client,
+    server_mac,
+)
 from knock_latency import SEQUENCE_CONFIG, SPA_CONFIG, connects, sequence_round, spa_round
 
 from knockgate.core.spa import (
@@ -275,9 +283,7 @@ def source_address(index: int) -> str:
 
 def add_sources(bed: TestBed, count: int) -> list[str]:
     sources = [source_address(i) for i in range(count)]
-    batch = "".join(f"addr add {s}/16 dev {bed.client_if}\n" for s in sources)
-    subprocess.run(["ip", "-n", bed.client, "-batch", "-"], input=batch, text=True, check=True,
-                   capture_output=True)
+    add_client_addresses(bed, sources)
     return sources
 
 
@@ -288,6 +294,26 @@ def link_info(bed: TestBed, namespace: str, iface: str) -> dict[str, object]:
 
 def rx_packets(bed: TestBed) -> int:
     return int(link_info(bed, bed.server, bed.server_if)["stats64"]["rx"]["packets"])
+
+
+def veth_drops(bed: TestBed) -> int:
+    """Packets the veth pair dropped so far, either way (a full receive backlog)."""
+    return sum(int(link_info(bed, namespace, iface)["stats64"][way]["dropped"])
+               for namespace, iface in ((bed.client, bed.client_if), (bed.server, bed.server_if))
+               for way in ("rx", "tx"))
+
+
+def conntrack_drops(bed: TestBed) -> int:
+    """Packets the server's conntrack dropped so far (table full, or an insert that failed):
+    such a packet never reaches any daemon or ruleset. 0 where conntrack is not loaded."""
+    table = sh("ip", "netns", "exec", bed.server, "cat", "/proc/net/stat/nf_conntrack",
+               check=False).stdout
+    rows = [line.split() for line in table.splitlines()]
+    if len(rows) < 2:
+        return 0
+    columns = rows[0]
+    return sum(int(row[columns.index(name)], 16) for row in rows[1:]
+               for name in ("drop", "insert_failed") if name in columns)
 
 
 def one_round(prober: Prober, prepare: Callable[[str], FinalPacket], source: str,
@@ -334,6 +360,7 @@ def run_scenario(bed: TestBed, daemon: Daemon, scenario: Scenario, sources: list
     tick = os.sysconf("SC_CLK_TCK")
     flood_seconds = opts.warmup + len(sources) * (opts.deadline + ROUND_GAP + 0.1) + 10
     cpu0, rx0, t0 = cpu_ticks(daemon.pid), rx_packets(bed), time.monotonic()
+    dropped0, veth0 = conntrack_drops(bed), veth_drops(bed)
     flood = None
     flood_report: dict[str, object] | None = None
     if scenario.flood is not None:
@@ -366,6 +393,8 @@ def run_scenario(bed: TestBed, daemon: Daemon, scenario: Scenario, sources: list
         "peak_rss_mb": peak_rss_mb(daemon.pid),
         "seconds": round(wall, 2),
         "server_rx_pps": round((rx1 - rx0) / wall),
+        "server_conntrack_drops": conntrack_drops(bed) - dropped0,
+        "veth_drops": veth_drops(bed) - veth0,
         "settled_before": settled,
     }
     if flood_report is not None:

@@ -26,7 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _wire import FinalPacket, Prober, build_prober, on_server_core, pin_client
+from _wire import (
+    FinalPacket,
+    Prober,
+    add_client_addresses,
+    build_prober,
+    on_server_core,
+    pin_client,
+)
 
 from knockgate.core.spa import (
     NONCE_SIZE,
@@ -136,8 +143,7 @@ def run(mode: str, rounds: int) -> dict[str, object]:
             config.write_text(SEQUENCE_CONFIG.format(engine=mode))
             prepare = sequence_round
         sources = [f"10.201.1.{i}" for i in range(1, rounds + 1)]
-        for source in sources:
-            bed.run(bed.client, "ip", "addr", "add", f"{source}/16", "dev", bed.client_if)
+        add_client_addresses(bed, sources)
         bed.listen(22)
         log = Path(folder, "log")
         with log.open("wb") as sink:

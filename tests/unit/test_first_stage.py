@@ -64,6 +64,8 @@ def test_sets_are_bounded_timed_and_recreated_when_they_exist():
     assert ("add set inet knockgate _handed_v6 { type ipv6_addr; size 1024; "
             "flags dynamic,timeout; timeout 5000ms; }") in rendered.declarations
     assert not any("delete set inet knockgate other" in d for d in rendered.declarations)
+    assert ("add set inet knockgate ssh-firstoverflow_v4 { typeof numgen random mod 1024; "
+            "size 2048; flags dynamic,timeout; timeout 2500ms; }") in rendered.declarations
 
 
 def test_later_frames_reset_once_each_and_a_repeat_of_the_second_is_a_handover():

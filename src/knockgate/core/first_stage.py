@@ -61,6 +61,7 @@ from knockgate.core.kernel_doors import (
     KernelSettings,
     bucket_of,
     match_frame,
+    overflow_set_size,
     stage_timeout_ms,
 )
 from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
@@ -199,16 +200,16 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
     rules: list[str] = []
     for version, family, kind in _VERSIONS:
         handed_ms = round(max(door.timeout for door in doors) * 1000)
-        declarations += _declare(handed_set(version), f"type {kind}", handed_ms, settings,
-                                 existing)
+        declarations += _declare(handed_set(version), f"type {kind}", handed_ms,
+                                 settings.stage_size, existing)
         for door in doors:
             stage_ms = stage_timeout_ms(door)
             declarations += _declare(_first_set(door, version), f"type {kind}", stage_ms,
-                                     settings, existing)
+                                     settings.stage_size, existing)
             # nft 1.0.6 crashes listing "typeof jhash ..." (see core/kernel_doors.py).
             declarations += _declare(_overflow_set(door, version),
                                      f"typeof numgen random mod {settings.stage_size}",
-                                     stage_ms, settings, existing)
+                                     stage_ms, overflow_set_size(settings), existing)
             rules += _door_rules(door, version, family, settings)
         knocks = sorted({(f.proto, f.port) for door in doors for f in door.sequence})
         ports = ", ".join(f"{proto} . {port}" for proto, port in knocks)
@@ -220,10 +221,9 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
                    first_stage_sets(doors))
 
 
-def _declare(name: str, key: str, timeout_ms: int, settings: KernelSettings,
-             existing: set[str]) -> list[str]:
+def _declare(name: str, key: str, timeout_ms: int, size: int, existing: set[str]) -> list[str]:
     commands = [f"delete set {_TABLE_REF} {name}"] if name in existing else []
-    return [*commands, f"add set {_TABLE_REF} {name} {{ {key}; size {settings.stage_size}; "
+    return [*commands, f"add set {_TABLE_REF} {name} {{ {key}; size {size}; "
                        f"flags dynamic,timeout; timeout {timeout_ms}ms; }}"]
 
 

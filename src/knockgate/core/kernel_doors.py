@@ -183,6 +183,14 @@ def _bucket(sets: _DoorSets, settings: KernelSettings) -> str:
     return bucket_of(sets.source, settings)
 
 
+def overflow_set_size(settings: KernelSettings) -> int:
+    """Room for twice the buckets. An ``add`` does not refresh a bucket, so under a flood each
+    expires and is set again; until the kernel's garbage collection (about once a second)
+    frees the expired element, both count against the set's size. With room for only one
+    per bucket the set filled up under a 340 kpps flood and a real first knock was lost."""
+    return 2 * settings.stage_size
+
+
 def bucket_of(source: str, settings: KernelSettings) -> str:
     """The overflow bucket of ``source`` (``ip saddr`` or ``ip6 saddr``)."""
     return f"jhash {source} mod {settings.stage_size} seed 0x{settings.overflow_seed:08x}"
@@ -237,19 +245,20 @@ def render_kernel_doors(doors: Sequence[Door], settings: KernelSettings,
 def _declarations(door: Door, sets: _DoorSets, kind: str, settings: KernelSettings,
                   penalty: float, existing: set[str]) -> list[str]:
     size, stage_ms = settings.stage_size, stage_timeout_ms(door)
-    wanted = [(stage, f"type {kind}", stage_ms) for stage in sets.stages]
+    wanted = [(stage, f"type {kind}", size, stage_ms) for stage in sets.stages]
     if sets.stages:
         # The bucket is a jhash, an integer: nft 1.0.6 crashes listing a set declared
         # "typeof jhash ...", so the key is declared as another integer of the same width.
-        wanted.append((sets.overflow, f"typeof numgen random mod {size}", stage_ms))
+        wanted.append((sets.overflow, f"typeof numgen random mod {size}",
+                       overflow_set_size(settings), stage_ms))
     if sets.penalty:
-        wanted.append((sets.penalty, f"type {kind}", max(1, round(penalty * 1000))))
+        wanted.append((sets.penalty, f"type {kind}", size, max(1, round(penalty * 1000))))
     commands = []
-    for name, key, timeout_ms in wanted:
+    for name, key, elements, timeout_ms in wanted:
         if name in existing:
             commands.append(f"delete set {_TABLE_REF} {name}")
-        commands.append(f"add set {_TABLE_REF} {name} "
-                        f"{{ {key}; size {size}; flags dynamic,timeout; timeout {timeout_ms}ms; }}")
+        commands.append(f"add set {_TABLE_REF} {name} {{ {key}; size {elements}; "
+                        f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
     return commands
 
 
