@@ -60,6 +60,7 @@ from knockgate.core.kernel_doors import (
     MIN_STAGE_MS,
     KernelSettings,
     bucket_of,
+    door_after,
     match_frame,
     overflow_set_size,
     stage_timeout_ms,
@@ -123,9 +124,7 @@ def handover_prefix(door: str) -> str:
 
 def door_of_handover(prefix: str) -> str | None:
     """The door an NFLOG hand-over prefix names, or None if it is not one."""
-    if not prefix.startswith(HANDOVER_PREFIX) or len(prefix) == len(HANDOVER_PREFIX):
-        return None
-    return prefix[len(HANDOVER_PREFIX):]
+    return door_after(HANDOVER_PREFIX, prefix)
 
 
 def handed_set(version: int) -> str:

@@ -133,9 +133,15 @@ def log_prefix(door: str) -> str:
 
 def door_of_prefix(prefix: str) -> str | None:
     """The door an NFLOG prefix announces, or None if it is not one of ours."""
-    if not prefix.startswith(LOG_PREFIX) or len(prefix) == len(LOG_PREFIX):
+    return door_after(LOG_PREFIX, prefix)
+
+
+def door_after(marker: str, prefix: str) -> str | None:
+    """The door named after ``marker`` in an NFLOG ``prefix``; None without the marker or a
+    name."""
+    if not prefix.startswith(marker) or len(prefix) == len(marker):
         return None
-    return prefix[len(LOG_PREFIX):]
+    return prefix[len(marker):]
 
 
 def stage_timeout_ms(door: Door) -> int:
