@@ -279,6 +279,19 @@ def test_interfaces_lists_the_namespace_links(bed):
     assert bed.server_if in result.stdout and "loopback" in result.stdout
 
 
+@BOTH
+def test_knocks_on_an_interface_not_named_do_not_count(bed, serve, engine):
+    """The kernel's rules (kernel doors, the first stage) honour `interfaces` as the capture
+    does: here only an unused link is watched, and the knocks arrive on the test veth."""
+    bed.listen(22)
+    bed.run(bed.server, "ip", "link", "add", "kgother0", "type", "veth", "peer", "name", "kgother1")
+    daemon = serve(door(5, engine), "--interface", "kgother0")
+    knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
+    time.sleep(0.3)
+    assert not bed.can_connect(SERVER_V4, 22), daemon.log
+    assert "opened" not in daemon.log and "knock 1/3" not in daemon.log
+
+
 def test_named_interface_is_watched_and_a_missing_one_is_refused(bed, serve, tmp_path: Path):
     bed.listen(22)
     daemon = serve(door(5), "--interface", bed.server_if)
