@@ -45,7 +45,7 @@ _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
 DEFAULT_COPY_RANGE = 0xFFFF
 # Room for bursts: handed-over knocks, openings and scan resets must not be dropped.
 _RCVBUF = 4 * 1024 * 1024
-# Datagrams read per drain() (and per turn of the daemon's loop), so a flood of events cannot
+# Datagrams the daemon reads per turn of its loop, so a flood of events cannot
 # starve the rest of the event loop.
 MAX_READS = 256
 
@@ -143,15 +143,6 @@ class NflogListener:
                 raise
             self.lost += 1
             return []
-
-    def drain(self) -> list[LogEvent]:
-        events: list[LogEvent] = []
-        for _ in range(MAX_READS):
-            batch = self.read()
-            if batch is None:
-                break
-            events += batch
-        return events
 
     def close(self) -> None:
         self._sock.close()
