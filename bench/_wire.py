@@ -15,12 +15,15 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from knockgate.testbed import SERVER_V4, TestBed, sh
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
+
+from tests.support.testbed import SERVER_V4, TestBed, sh
 
 BENCH = Path(__file__).resolve().parent
 _SO_TIMESTAMPNS = 35

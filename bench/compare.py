@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
+
 import _incumbents as inc
 from _wire import (
     FinalPacket,
@@ -48,6 +50,7 @@ from _wire import (
     server_mac,
 )
 from knock_latency import SEQUENCE_CONFIG, SPA_CONFIG, connects, sequence_round, spa_round
+from tests.support.testbed import SERVER_V4, TestBed, inside, require_root_tools, sh
 
 from knockgate.core.spa import (
     PACKET_SIZE,
@@ -57,7 +60,6 @@ from knockgate.core.spa import (
     decode_secret,
     generate_secret,
 )
-from knockgate.testbed import SERVER_V4, TestBed, inside, require_root_tools, sh
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

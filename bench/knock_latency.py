@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
+
 from _wire import (
     FinalPacket,
     Prober,
@@ -34,6 +36,7 @@ from _wire import (
     on_server_core,
     pin_client,
 )
+from tests.support.testbed import SERVER_V4, TestBed, inside, require_root_tools
 
 from knockgate.core.spa import (
     NONCE_SIZE,
@@ -44,7 +47,6 @@ from knockgate.core.spa import (
     generate_secret,
     seal_at,
 )
-from knockgate.testbed import SERVER_V4, TestBed, inside, require_root_tools
 
 SEQUENCE_CONFIG = """
 [[door]]

@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from knockgate.testbed import SERVER_V4, TestBed, require_root_tools
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
+
+from tests.support.testbed import SERVER_V4, TestBed, require_root_tools
 
 PORTS = (7000, 8000, 9000)
 KNOCKGATE = """

@@ -8,9 +8,12 @@ import time
 from ipaddress import ip_address
 from pathlib import Path
 
-from knockgate.client import knock
-from knockgate.core.frames import parse_frame
-from knockgate.testbed import CLIENT_V4_OTHER, SERVER_V4, TestBed, inside, require_root_tools
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
+
+from tests.support.testbed import CLIENT_V4_OTHER, SERVER_V4, TestBed, inside, require_root_tools
+
+from knockgate.client.knock import knock
+from knockgate.core.kinds import parse_frame
 
 FRAMES = ("tcp:7000", "udp:8000", "tcp:9000")
 CONFIG = """\

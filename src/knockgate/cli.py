@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from knockgate import __version__
+from knockgate.client.profiles import DEFAULT_PROFILES
 from knockgate.config import DEFAULT_PATH, DEFAULT_SPA_PORT, describe, load_config
-from knockgate.core.frames import parse_frame
+from knockgate.core.kinds import parse_frame
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
-from knockgate.profiles import DEFAULT_PROFILES
 
 
 class ExitCode(enum.IntEnum):
@@ -119,7 +119,7 @@ def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None)
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from knockgate.daemon import serve
+    from knockgate.daemon.main import serve
 
     config = load_config(args.config)
     _setup_logging(args.syslog or config.options.syslog, args.verbose, config.options.log_file)
@@ -137,7 +137,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _knock(args: argparse.Namespace) -> None:
-    from knockgate.client import knock, resolve
+    from knockgate.client.knock import knock, resolve
 
     frames = [parse_frame(text) for text in args.frames]
     address = resolve(args.host, args.family or socket.AF_UNSPEC)
@@ -153,8 +153,8 @@ def _interfaces(_: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from knockgate.knockd_conf import parse_knockd_conf
-    from knockgate.knockd_import import knockd_to_toml
+    from knockgate.compat.knockd.conf import parse_knockd_conf
+    from knockgate.compat.knockd.importer import knockd_to_toml
 
     try:
         with open(args.file, encoding="utf-8", errors="surrogateescape") as handle:
@@ -172,11 +172,11 @@ def _keygen(_: argparse.Namespace) -> None:
 
 def _open(args: argparse.Namespace) -> None:
     if args.fwknop:
-        from knockgate.fwknop_client import send_fwknop
+        from knockgate.client.fwknop import send_fwknop
 
         send_fwknop(args)
         return
-    from knockgate.spa_client import send_open
+    from knockgate.client.spa import send_open
 
     send_open(args)
 

@@ -14,12 +14,23 @@ Source = IPAddress | bytes
 
 
 class TcpFlag(enum.IntFlag):
+    """The six classic TCP flags. Their names, lower-cased, are knockd's and nftables' words
+    (``syn``); their first letters are tportknockd's (``s``): the one vocabulary of flags."""
+
     FIN = 0x01
     SYN = 0x02
     RST = 0x04
     PSH = 0x08
     ACK = 0x10
     URG = 0x20
+
+    @property
+    def word(self) -> str:
+        return str(self.name).lower()
+
+    @property
+    def letter(self) -> str:
+        return self.word[0]
 
 
 # ECE and CWR are left out on purpose: an ECN-capable stack sets them on a plain SYN.
@@ -61,7 +72,7 @@ class Frame:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class PortSpec:
     """A port a door opens: ``tcp:22``."""
 

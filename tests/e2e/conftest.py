@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
-from knockgate.testbed import CLIENT_V4, SERVER_V4, TestBed, inside, require_root_tools
+from tests.support.testbed import CLIENT_V4, SERVER_V4, TestBed, inside, require_root_tools
 
 REQUIRE_E2E = os.environ.get("KNOCKGATE_REQUIRE_E2E") == "1"
 

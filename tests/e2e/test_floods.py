@@ -15,8 +15,8 @@ import time
 import pytest
 
 from knockgate.core.spa import SpaRequest
-from knockgate.testbed import CLIENT_V4_OTHER, SERVER_V4, inside, scan_order
 from tests.e2e.conftest import knockgate_cli, sealed, send_raw
+from tests.support.testbed import CLIENT_V4_OTHER, SERVER_V4, inside, scan_order
 
 DOOR = """
 [daemon]

@@ -15,10 +15,10 @@ import pytest
 
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter
-from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, inside
+from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, inside
 
 if TYPE_CHECKING:
-    from knockgate.testbed import TestBed  # a name pytest would try to collect as a test class
+    from tests.support.testbed import TestBed  # a name pytest would try to collect as a test class
 
 SETS = """
 table inet knockgate {

@@ -13,17 +13,17 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from knockgate.client import send_frame
-from knockgate.core.frames import parse_frame
-from knockgate.core.kernel_doors import (
+from knockgate.client.knock import send_frame
+from knockgate.core.kinds import parse_frame
+from knockgate.core.nft.kernel_doors import (
     KernelSettings,
     kernel_set_names,
     render_kernel_doors,
 )
-from knockgate.core.ruleset import Spliced, render_ruleset
+from knockgate.core.nft.table import Spliced, render_ruleset
 from knockgate.io.nflog import LogEvent, NflogListener
 from knockgate.model import Door, PortSpec
-from knockgate.testbed import (
+from tests.support.testbed import (
     CLIENT_V4,
     CLIENT_V4_OTHER,
     CLIENT_V6,
@@ -34,7 +34,7 @@ from knockgate.testbed import (
 )
 
 if TYPE_CHECKING:
-    from knockgate.testbed import TestBed  # a name pytest would try to collect as a test class
+    from tests.support.testbed import TestBed  # a name pytest would try to collect as a test class
 
 SETTINGS = KernelSettings(log_group=4711, stage_size=1024, overflow_seed=0x5EED)
 SEQUENCE = ("tcp:7000", "udp:8000", "tcp:9000")

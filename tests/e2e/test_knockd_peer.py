@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from knockgate.testbed import CLIENT_V4, SERVER_V4
+from tests.support.testbed import CLIENT_V4, SERVER_V4
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
-    from knockgate.testbed import TestBed
+    from tests.support.testbed import TestBed
 from tests.e2e.conftest import knockgate_cli, need_tool
 
 KNOCKD_CONF = """\

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, inside
 from tests.e2e.conftest import knockgate_cli, need_tool
+from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, inside
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 HMAC = base64.b64encode(bytes(range(100, 164))).decode()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
 from tests.e2e.conftest import knockgate_cli, need_tool
+from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
 
 DOOR = """
 [[door]]

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from knockgate.core.spa import SpaRequest
-from knockgate.testbed import CLIENT_V4, CLIENT_V4_OTHER, CLIENT_V6, SERVER_V4, SERVER_V6, inside
 from tests.e2e.conftest import OTHER_SECRET, knockgate_cli, sealed, send_raw
+from tests.support.testbed import (
+    CLIENT_V4,
+    CLIENT_V4_OTHER,
+    CLIENT_V6,
+    SERVER_V4,
+    SERVER_V6,
+    inside,
+)
 
 
 def spa_open(bed, secret_file: Path, *args: str, host: str = SERVER_V4, source: str | None = None):

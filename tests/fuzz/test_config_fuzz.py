@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knockgate.config import parse_config
-from knockgate.core.frames import parse_frame, parse_port_spec
+from knockgate.core.kinds import parse_frame
+from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.errors import ConfigError
 
 FRAME_ALPHABET = "tcpudp:0123456789fsrpauxni,!syackTCP- "

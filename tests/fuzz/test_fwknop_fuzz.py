@@ -16,10 +16,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from knockgate.core import fwknop
-from knockgate.core.fwknop import HMAC_TYPES, FwknopRequest, MsgType, decode, encode
+from knockgate.compat.fwknop import wire as fwknop
+from knockgate.compat.fwknop.access import FwknopAccess, parse_access_conf, select_stanza
+from knockgate.compat.fwknop.wire import HMAC_TYPES, FwknopRequest, MsgType, decode, encode
 from knockgate.errors import ConfigError, InvalidMessage
-from knockgate.fwknop_access import FwknopAccess, parse_access_conf, select_stanza
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "fwknop"
 REAL = json.loads((VECTORS / "access_sha256.json").read_text())

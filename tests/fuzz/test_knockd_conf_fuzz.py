@@ -10,8 +10,7 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from knockgate.errors import ConfigError
-from knockgate.knockd_conf import (
+from knockgate.compat.knockd.conf import (
     MAX_SEQUENCE,
     KnockdConfig,
     looks_like_knockd_conf,
@@ -19,6 +18,7 @@ from knockgate.knockd_conf import (
     next_one_time_sequence,
     parse_knockd_conf,
 )
+from knockgate.errors import ConfigError
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,8 +1,8 @@
 import struct
 from ipaddress import ip_address
 
-from knockgate.client import _checksum, connect_can_send, tcp_segment
-from knockgate.core.frames import parse_frame
+from knockgate.client.knock import _checksum, connect_can_send, tcp_segment
+from knockgate.core.kinds import parse_frame
 
 
 def test_ipv4_tcp_checksum_verifies():

@@ -6,9 +6,9 @@ from ipaddress import ip_address
 
 from knockgate.config import parse_config
 from knockgate.core.engine import Engine
-from knockgate.core.first_stage import staged_doors
-from knockgate.core.scan_guard import RESET_PREFIX
-from knockgate.daemon import Daemon, _Running
+from knockgate.core.nft.first_stage import staged_doors
+from knockgate.core.nft.names import SCAN_RESET_PREFIX
+from knockgate.daemon.main import Daemon, _Running
 from knockgate.io.nflog import MAX_READS, LogEvent
 
 CONFIG = parse_config("""
@@ -33,7 +33,7 @@ class FakeNflog:
 
 
 def reset(n: int) -> LogEvent:
-    return LogEvent(RESET_PREFIX, ip_address(f"10.202.{n // 250}.{n % 250 + 1}"), b"")
+    return LogEvent(SCAN_RESET_PREFIX, ip_address(f"10.202.{n // 250}.{n % 250 + 1}"), b"")
 
 
 def daemon_with(datagrams: list[list[LogEvent]]) -> tuple[Daemon, list[bytes]]:

@@ -4,7 +4,7 @@ from ipaddress import ip_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knockgate.client import tcp_segment
+from knockgate.client.knock import tcp_segment
 from knockgate.core.decode import LinkType, decode
 from knockgate.model import TcpFlag
 

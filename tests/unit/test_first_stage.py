@@ -5,21 +5,19 @@ from ipaddress import ip_address
 import pytest
 
 from knockgate.config import describe, parse_config
-from knockgate.core.first_stage import (
-    KNOCK_PREFIX,
-    door_of_handover,
+from knockgate.core.kinds import parse_frame
+from knockgate.core.nft.first_stage import (
     earliest_first_knock,
     first_stage_reason,
     first_stage_sets,
     forget_statements,
-    handover_prefix,
     render_first_stage,
     render_userspace_rules,
     staged_doors,
 )
-from knockgate.core.frames import parse_frame
-from knockgate.core.kernel_doors import KernelSettings, render_kernel_doors
-from knockgate.core.scan_guard import render_scan_guard
+from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
+from knockgate.core.nft.names import HANDED_KNOCK_PREFIX
+from knockgate.core.nft.scan_guard import render_scan_guard
 from knockgate.core.sequence import DoorSequence
 from knockgate.model import Door, OneTimeSource, Open, PortSpec, Progress, TcpFlag
 
@@ -79,7 +77,7 @@ def test_later_frames_reset_once_each_and_a_repeat_of_the_second_is_a_handover()
 
 def test_every_door_shares_the_handed_set_and_the_knock_log():
     rules = render_first_stage([THREE, door("udp:1", "udp:2", name="vpn")], SETTINGS).rules
-    knock_rules = [rule for rule in rules if KNOCK_PREFIX in rule]
+    knock_rules = [rule for rule in rules if HANDED_KNOCK_PREFIX in rule]
     assert len(knock_rules) == 2
     assert "{ tcp . 7000, tcp . 9000, udp . 1, udp . 2, udp . 8000 }" in knock_rules[0]
     assert rules.index(knock_rules[0]) > max(i for i, r in enumerate(rules)
@@ -144,12 +142,6 @@ def test_without_staged_doors_every_knocker_is_reported_as_before():
         [one], SETTINGS.log_group, SETTINGS.stage_size)
     kernel_only = replace(THREE, engine="kernel")
     assert render_userspace_rules([kernel_only], SETTINGS).rules == ()
-
-
-def test_handover_prefixes_round_trip_and_reject_others():
-    assert door_of_handover(handover_prefix("ssh")) == "ssh"
-    for other in ("kg:ssh", "kg1:", KNOCK_PREFIX, "kg-reset", ""):
-        assert door_of_handover(other) is None
 
 
 def test_a_handed_over_source_still_fits_the_whole_timeout():

@@ -1,6 +1,7 @@
 import pytest
 
-from knockgate.core.frames import format_frame, parse_flags, parse_frame, parse_port_spec
+from knockgate.core.kinds import format_frame, parse_frame
+from knockgate.core.kinds.ports import parse_flags, parse_port_spec
 from knockgate.errors import ConfigError, FrameError
 from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
 

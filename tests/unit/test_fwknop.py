@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.core import fwknop
-from knockgate.core.fwknop import (
+from knockgate.compat.fwknop import wire as fwknop
+from knockgate.compat.fwknop.access import parse_access_conf, select_stanza
+from knockgate.compat.fwknop.wire import (
     HMAC_TYPES,
     MAX_PAYLOAD,
     MIN_PAYLOAD,
@@ -35,7 +36,6 @@ from knockgate.core.fwknop import (
     evp_bytes_to_key,
 )
 from knockgate.errors import InvalidMessage
-from knockgate.fwknop_access import parse_access_conf, select_stanza
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "fwknop"
 KEY = base64.b64decode("9tqdu18hZRfu2miX+kwyzWjdF2F0sFcEUZk3zGg4faM=")

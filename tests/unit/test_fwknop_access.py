@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.core.fwknop import MsgType, encode
-from knockgate.errors import ConfigError, InvalidMessage
-from knockgate.fwknop_access import (
+from knockgate.compat.fwknop.access import (
     ANY,
     FwknopStanza,
     parse_access_conf,
     select_stanza,
 )
+from knockgate.compat.fwknop.wire import MsgType, encode
+from knockgate.errors import ConfigError, InvalidMessage
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "fwknop"
 KEY_B64 = "9tqdu18hZRfu2miX+kwyzWjdF2F0sFcEUZk3zGg4faM="

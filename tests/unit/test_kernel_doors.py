@@ -3,13 +3,11 @@ from ipaddress import ip_address
 
 import pytest
 
-from knockgate.core.frames import parse_frame
-from knockgate.core.kernel_doors import (
+from knockgate.core.kinds import parse_frame
+from knockgate.core.nft.kernel_doors import (
     KernelSettings,
-    door_of_prefix,
     kernel_reason,
     kernel_set_names,
-    log_prefix,
     render_kernel_doors,
     stage_timeout_ms,
 )
@@ -148,13 +146,6 @@ def test_kernel_reason():
     assert kernel_reason(door("tcp:1", timeout=0.1)) is None
     with pytest.raises(ValueError, match="cannot run in the kernel"):
         render_kernel_doors([door("tcp:1", "tcp:2", "tcp:3", timeout=0.02)], SETTINGS)
-
-
-def test_prefix_round_trip():
-    assert log_prefix("ssh") == "kg:ssh"
-    assert door_of_prefix("kg:ssh") == "ssh"
-    assert door_of_prefix("kg:") is None
-    assert door_of_prefix("other") is None
 
 
 @pytest.mark.parametrize("kwargs", [{"log_group": 65536}, {"stage_size": 0},

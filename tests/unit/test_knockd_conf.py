@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knockgate.errors import ConfigError
-from knockgate.knockd_conf import (
+from knockgate.compat.knockd.conf import (
     KnockdOptions,
     KnockPort,
     TcpFlags,
@@ -15,6 +14,7 @@ from knockgate.knockd_conf import (
     parse_knockd_conf,
     parse_sequence,
 )
+from knockgate.errors import ConfigError
 from knockgate.model import TcpFlag
 
 PATH = "/etc/knockd.conf"

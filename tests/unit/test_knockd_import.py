@@ -11,10 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from knockgate.config import parse_config
-from knockgate.errors import ConfigError
-from knockgate.knockd_conf import KnockdConfig, parse_knockd_conf
-from knockgate.knockd_import import (
+from knockgate.compat.knockd.conf import KnockdConfig, parse_knockd_conf
+from knockgate.compat.knockd.importer import (
     argv_of,
     comment_text,
     door_names,
@@ -23,6 +21,8 @@ from knockgate.knockd_import import (
     toml_array,
     toml_string,
 )
+from knockgate.config import parse_config
+from knockgate.errors import ConfigError
 from knockgate.model import TcpFlag
 from tests.unit.test_knockd_conf import DEBIAN_DEFAULT, MAN_EXAMPLE
 

@@ -1,6 +1,6 @@
 from knockgate.config import parse_config
-from knockgate.core.ruleset import render_ruleset, render_teardown
-from knockgate.daemon import hidden_ports
+from knockgate.core.nft.table import render_ruleset, render_teardown
+from knockgate.daemon.main import hidden_ports
 from knockgate.model import PortSpec
 
 CONFIG = """

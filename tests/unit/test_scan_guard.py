@@ -1,5 +1,6 @@
 from knockgate.config import parse_config
-from knockgate.core.scan_guard import RESET_PREFIX, merge, render_scan_guard
+from knockgate.core.nft.names import SCAN_RESET_PREFIX
+from knockgate.core.nft.scan_guard import merge, render_scan_guard
 
 CONFIG = """
 [[door]]
@@ -21,7 +22,7 @@ def test_guard_tracks_knockers_and_reports_other_ports():
         "add rule inet knockgate input meta nfproto ipv4 meta l4proto { tcp, udp } ip saddr "
         "@_knocking_v4 meta l4proto . th dport != { tcp . 22, tcp . 7000, udp . 8000, "
         "udp . 62201 } delete @_knocking_v4 { ip saddr } "
-        f'log prefix "{RESET_PREFIX}" group 27495')
+        f'log prefix "{SCAN_RESET_PREFIX}" group 27495')
     assert track.endswith("meta l4proto . th dport { tcp . 7000, udp . 8000 } "
                           "update @_knocking_v4 { ip saddr }")
     assert any("ip6 saddr @_knocking_v6" in rule for rule in guard.rules)

@@ -3,7 +3,7 @@ from ipaddress import ip_address
 import pytest
 
 from knockgate.core.engine import Engine
-from knockgate.core.frames import parse_frame
+from knockgate.core.kinds import parse_frame
 from knockgate.core.sequence import DoorSequence
 from knockgate.model import Door, Open, Packet, PortSpec, Progress, Reset, TcpFlag
 

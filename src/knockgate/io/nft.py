@@ -7,9 +7,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from knockgate.core.first_stage import render_userspace_rules
-from knockgate.core.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
-from knockgate.core.ruleset import (
+from knockgate.core.nft.first_stage import render_userspace_rules
+from knockgate.core.nft.kernel_doors import KernelSettings, kernel_set_names, render_kernel_doors
+from knockgate.core.nft.scan_guard import merge
+from knockgate.core.nft.table import (
     FAMILY,
     TABLE,
     Spliced,
@@ -18,7 +19,6 @@ from knockgate.core.ruleset import (
     render_teardown,
     set_name,
 )
-from knockgate.core.scan_guard import merge
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter, concat_key
 from knockgate.model import Door, IPAddress, PortSpec

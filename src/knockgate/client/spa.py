@@ -8,12 +8,12 @@ import socket
 import time
 from ipaddress import ip_address
 
-from knockgate.client import resolve, send_datagram
+from knockgate.client.knock import resolve, send_datagram
+from knockgate.client.profiles import Profile, load_profile
 from knockgate.config import DEFAULT_SPA_PORT
-from knockgate.core.frames import parse_port_spec
+from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
 from knockgate.errors import ConfigError, KnockgateError
-from knockgate.profiles import Profile, load_profile
 
 
 def _secret_text(args: argparse.Namespace, profile: Profile) -> str:

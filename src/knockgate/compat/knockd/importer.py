@@ -23,8 +23,8 @@ import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from knockgate.knockd_conf import KnockdConfig, KnockdDoor, KnockdOptions
-from knockgate.model import TcpFlag
+from knockgate.compat.knockd.conf import KnockdConfig, KnockdDoor, KnockdOptions
+from knockgate.core.kinds.ports import flag_words
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _MAX_NAME = 32
@@ -37,8 +37,6 @@ _IP = "%IP%"
 _SHELL_CHARS = frozenset("|&;<>()$`\\\"'*?[]~{}#!^\n")
 _BLANKS = re.compile(r"[ \t]+")  # what sh splits words on; str.split() would split more
 _POSITIONAL = re.compile(r"\$(?:[0-9@*#]|\{[0-9@*#])")
-_FLAG_WORDS = (("fin", TcpFlag.FIN), ("syn", TcpFlag.SYN), ("rst", TcpFlag.RST),
-               ("psh", TcpFlag.PSH), ("ack", TcpFlag.ACK), ("urg", TcpFlag.URG))
 _OPEN_RULE = re.compile(
     r"(?:/\S*/)?iptables (?P<verb>-[AID]) INPUT(?: \d+)? -s %IP% -p (?P<proto>tcp|udp) "
     r"--dport (?P<port>\d{1,5}) -j ACCEPT")
@@ -248,13 +246,8 @@ def _command_lines(commands: _Commands, notes: list[str]) -> list[str]:
     return lines
 
 
-def _flag_words(mask: int, value: int) -> str:
-    return ",".join(name if value & flag else f"!{name}"
-                    for name, flag in _FLAG_WORDS if mask & flag)
-
-
 def _tcp_flags(door: KnockdDoor) -> str:
-    return _flag_words(door.tcp_flags.mask, door.tcp_flags.value) if door.tcp_flags.mask \
+    return flag_words(door.tcp_flags.mask, door.tcp_flags.value) if door.tcp_flags.mask \
         else "i"
 
 

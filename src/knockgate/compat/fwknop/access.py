@@ -43,7 +43,7 @@ from ipaddress import (
     ip_address,
 )
 
-from knockgate.core.fwknop import (
+from knockgate.compat.fwknop.wire import (
     DEFAULT_MAX_AGE,
     HMAC_TYPES,
     MAX_KEY_LEN,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
-from knockgate.client import tcp_segment
+from knockgate.client.knock import tcp_segment
 from knockgate.model import TcpFlag
 
 _CLONE_NEWNET = 0x40000000

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from ipaddress import ip_address
 
-from knockgate.core.frames import format_frame
+from knockgate.core.kinds import format_frame
 from knockgate.errors import KnockgateError
 from knockgate.model import Frame, IPAddress, TcpFlag
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
+from knockgate.core.nft.names import SCAN_RESET_PREFIX
+from knockgate.core.nft.table import CHAIN, FAMILY, TABLE, Spliced
 from knockgate.model import Door
 
-RESET_PREFIX = "kg-reset"
 _TABLE_REF = f"{FAMILY} {TABLE}"
 _VERSIONS = ((4, "ip", "ipv4", "ipv4_addr"), (6, "ip6", "ipv6", "ipv6_addr"))
 
@@ -83,7 +83,7 @@ def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
                   f"{_pairs(allowed)} "
         reset = " ".join([*(f"delete @{name} {{ {source} }}" for name in tracked),
                           *(first_stage.forget.get(version, ()) if first_stage else ())])
-        report = f'log prefix "{RESET_PREFIX}" group {log_group}'
+        report = f'log prefix "{SCAN_RESET_PREFIX}" group {log_group}'
         if first_stage is None:
             rules.append(f"{touched}{reset} {report}")
         else:

@@ -1,4 +1,4 @@
-"""Knock frame syntax.
+"""The port knock kind: TCP and UDP packets to a port, TCP with a pattern of flags.
 
 Accepted forms (case-insensitive):
 
@@ -8,6 +8,9 @@ Accepted forms (case-insensitive):
 - ``tcp:PORT:syn,!ack`` — knockd's words: listed flags set, ``!`` flags clear, others free;
 - ``udp:PORT``;
 - knockd's client syntax ``PORT`` and ``PORT:tcp`` / ``PORT:udp``.
+
+The kernel matches these frames itself (``nft_match``); captured ones pass the BPF clause
+``bpf_clause``, and core/decode.py reads their port and flags.
 """
 
 from __future__ import annotations
@@ -15,15 +18,12 @@ from __future__ import annotations
 from knockgate.errors import FrameError
 from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
 
-_LETTERS = {
-    "f": TcpFlag.FIN, "s": TcpFlag.SYN, "r": TcpFlag.RST,
-    "p": TcpFlag.PSH, "a": TcpFlag.ACK, "u": TcpFlag.URG,
-}
-_WORDS = {
-    "fin": TcpFlag.FIN, "syn": TcpFlag.SYN, "rst": TcpFlag.RST,
-    "psh": TcpFlag.PSH, "ack": TcpFlag.ACK, "urg": TcpFlag.URG,
-}
-_LETTER_ORDER = "fsrpau"
+PROTOCOLS: tuple[str, ...] = ("tcp", "udp")
+# IANA protocol numbers of the transports this kind decodes (core/decode.py).
+IP_PROTOCOLS: dict[int, str] = {6: "tcp", 17: "udp"}
+_LETTERS = {flag.letter: flag for flag in TcpFlag}
+_WORDS = {flag.word: flag for flag in TcpFlag}
+FRAME_HINT = "write tcp:PORT[:FLAGS] or udp:PORT, e.g. 'tcp:7000'"
 FLAGS_HINT = (
     "use tportknockd letters f s r p a u, or x (all), n (none), i (ignore), "
     "or knockd words like 'syn,!ack'"
@@ -89,10 +89,8 @@ def parse_frame(text: str) -> Frame:
     parts = text.strip().lower().split(":")
     if is_number(parts[0]):
         return _parse_knockd_client_frame(parts, text)
-    if parts[0] not in ("tcp", "udp") or len(parts) < 2:
-        raise FrameError(
-            f"bad frame {text!r}", hint="write tcp:PORT[:FLAGS] or udp:PORT, e.g. 'tcp:7000'"
-        )
+    if parts[0] not in PROTOCOLS or len(parts) < 2:
+        raise FrameError(f"bad frame {text!r}", hint=FRAME_HINT)
     proto, port = parts[0], parse_port(parts[1])
     if proto == "udp":
         if len(parts) != 2:
@@ -117,7 +115,7 @@ def _parse_knockd_client_frame(parts: list[str], text: str) -> Frame:
 
 def parse_port_spec(text: str) -> PortSpec:
     parts = text.strip().lower().split(":")
-    if len(parts) != 2 or parts[0] not in ("tcp", "udp"):
+    if len(parts) != 2 or parts[0] not in PROTOCOLS:
         raise FrameError(f"bad port {text!r}", hint="write tcp:PORT or udp:PORT, e.g. 'tcp:22'")
     return PortSpec(parts[0], parse_port(parts[1]))
 
@@ -130,12 +128,14 @@ def format_flags(mask: int, value: int) -> str:
             return "x"
         if value == 0:
             return "n"
-        return "".join(ch for ch in _LETTER_ORDER if value & _LETTERS[ch])
-    words = []
-    for name, flag in _WORDS.items():
-        if mask & flag:
-            words.append(name if value & flag else f"!{name}")
-    return ",".join(words)
+        return "".join(flag.letter for flag in TcpFlag if value & flag)
+    return flag_words(mask, value)
+
+
+def flag_words(mask: int, value: int) -> str:
+    """knockd's words for a flag pattern: ``syn,!ack``."""
+    return ",".join(flag.word if value & flag else f"!{flag.word}"
+                    for flag in TcpFlag if mask & flag)
 
 
 def format_frame(frame: Frame) -> str:
@@ -144,3 +144,39 @@ def format_frame(frame: Frame) -> str:
     if (frame.flags_mask, frame.flags_value) == (ALL_FLAGS, TcpFlag.SYN):
         return f"tcp:{frame.port}"
     return f"tcp:{frame.port}:{format_flags(frame.flags_mask, frame.flags_value)}"
+
+
+def knock_port(frame: Frame) -> tuple[str, int]:
+    """What a frame is keyed on by the engine, the capture filter and the scan guard."""
+    return frame.proto, frame.port
+
+
+def _nft_flags(bits: int) -> str:
+    return "|".join(flag.word for flag in TcpFlag if bits & flag) or "0x0"
+
+
+def nft_match(frame: Frame) -> str:
+    """The nftables match for a packet that is ``frame``."""
+    if frame.proto == "udp":
+        return f"udp dport {frame.port}"
+    if not frame.flags_mask:
+        return f"tcp dport {frame.port}"
+    return (f"tcp dport {frame.port} tcp flags & ({_nft_flags(frame.flags_mask)}) == "
+            f"{_nft_flags(frame.flags_value)}")
+
+
+def nft_mismatches(frame: Frame) -> list[str]:
+    """nftables matches that each catch part of "not ``frame``"; together they catch all of
+    it (for TCP and UDP packets)."""
+    conditions = [f"meta l4proto . th dport != {{ {frame.proto} . {frame.port} }}"]
+    if frame.proto == "tcp" and frame.flags_mask:
+        conditions.append(f"tcp dport {frame.port} tcp flags & "
+                          f"({_nft_flags(frame.flags_mask)}) != "
+                          f"{_nft_flags(frame.flags_value)}")
+    return conditions
+
+
+def bpf_clause(frame: Frame) -> str:
+    """The pcap filter clause that lets a captured ``frame`` through (flags are checked in
+    Python: a door ignores packets whose flags match none of its frames)."""
+    return f"{frame.proto} dst port {frame.port}"

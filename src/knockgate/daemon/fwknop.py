@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import shlex
 
+from knockgate.compat.fwknop.access import FwknopMatch, select_stanza
+from knockgate.compat.fwknop.wire import MsgType, replay_key
 from knockgate.config import FwknopConfig
-from knockgate.core.fwknop import MsgType, replay_key
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.replay import ReplayWindow
 from knockgate.core.spa_policy import SpaGrant
+from knockgate.daemon.spa import save_admitted
 from knockgate.errors import InvalidMessage, KnockgateError
-from knockgate.fwknop_access import FwknopMatch, select_stanza
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet, PortSpec
-from knockgate.spa_service import save_admitted
 
 log = logging.getLogger("knockgate.fwknop")
 _REPLAY_ID = b"fwknop"

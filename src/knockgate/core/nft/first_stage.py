@@ -56,21 +56,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from knockgate.core.kernel_doors import (
+from knockgate.core.kinds import nft_match
+from knockgate.core.nft.kernel_doors import (
     MIN_STAGE_MS,
     KernelSettings,
     bucket_of,
-    door_after,
-    match_frame,
     overflow_set_size,
     stage_timeout_ms,
 )
-from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, Spliced
-from knockgate.core.scan_guard import FirstStageLink, merge, render_scan_guard
+from knockgate.core.nft.names import HANDED_KNOCK_PREFIX, handover_prefix
+from knockgate.core.nft.scan_guard import FirstStageLink, merge, render_scan_guard
+from knockgate.core.nft.table import CHAIN, FAMILY, TABLE, Spliced
 from knockgate.model import Door
 
-HANDOVER_PREFIX = "kg1:"
-KNOCK_PREFIX = "kg-knock"
 _TABLE_REF = f"{FAMILY} {TABLE}"
 _VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
 _ROUNDING_SLACK = 0.001
@@ -116,15 +114,6 @@ def staged_doors(doors: Iterable[Door]) -> list[Door]:
     """The userspace doors whose first stage the kernel keeps."""
     return [door for door in doors
             if door.engine == "userspace" and first_stage_reason(door) is None]
-
-
-def handover_prefix(door: str) -> str:
-    return f"{HANDOVER_PREFIX}{door}"
-
-
-def door_of_handover(prefix: str) -> str | None:
-    """The door an NFLOG hand-over prefix names, or None if it is not one."""
-    return door_after(HANDOVER_PREFIX, prefix)
 
 
 def handed_set(version: int) -> str:
@@ -214,7 +203,7 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
         ports = ", ".join(f"{proto} . {port}" for proto, port in knocks)
         rules.append(f"{settings.arriving}meta pkttype host {family} saddr @{handed_set(version)} "
                      f"meta l4proto {{ tcp, udp }} meta l4proto . th dport {{ {ports} }} "
-                     f'log prefix "{KNOCK_PREFIX}" group {settings.log_group}')
+                     f'log prefix "{HANDED_KNOCK_PREFIX}" group {settings.log_group}')
     return Spliced(tuple(declarations),
                    tuple(f"add rule {_TABLE_REF} {CHAIN} {rule}" for rule in rules),
                    first_stage_sets(doors))
@@ -237,10 +226,10 @@ def _door_rules(door: Door, version: int, family: str, settings: KernelSettings)
                 f'log prefix "{handover_prefix(door.name)}" group {settings.log_group}')
     second = door.sequence[1]
     later = [frame for frame in dict.fromkeys(door.sequence[2:]) if frame != second]
-    rules = [f"{head} {member} {match_frame(second)} {leave} {handover}"
+    rules = [f"{head} {member} {nft_match(second)} {leave} {handover}"
              for member, leave in members]
-    rules += [f"{head} {member} {match_frame(frame)} {leave}"
+    rules += [f"{head} {member} {nft_match(frame)} {leave}"
               for frame in later for member, leave in members]
-    start = match_frame(door.sequence[0])
+    start = nft_match(door.sequence[0])
     return [*rules, f"{head} {start} add @{first} {{ {source} }}",
             f"{head} {start} {source} != @{first} add @{overflow} {{ {bucket} }}"]

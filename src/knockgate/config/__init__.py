@@ -14,21 +14,22 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
-from knockgate.core.engine import DEFAULT_MAX_PENDING
-from knockgate.core.first_stage import first_stage_summary
-from knockgate.core.frames import format_frame, parse_flags, parse_frame, parse_port_spec
-from knockgate.core.frames import is_number as _is_number
-from knockgate.core.fwknop import DEFAULT_MAX_AGE as FWKNOP_MAX_AGE
-from knockgate.core.kernel_doors import DEFAULT_LOG_GROUP, kernel_reason
-from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
-from knockgate.errors import ConfigError
-from knockgate.fwknop_access import DEFAULT_PATH as FWKNOP_ACCESS_PATH
-from knockgate.fwknop_access import FwknopAccess, parse_access_conf
-from knockgate.knockd_conf import (
+from knockgate.compat.fwknop.access import DEFAULT_PATH as FWKNOP_ACCESS_PATH
+from knockgate.compat.fwknop.access import FwknopAccess, parse_access_conf
+from knockgate.compat.fwknop.wire import DEFAULT_MAX_AGE as FWKNOP_MAX_AGE
+from knockgate.compat.knockd.conf import (
     looks_like_knockd_conf,
     next_one_time_sequence,
     parse_knockd_conf,
 )
+from knockgate.core.engine import DEFAULT_MAX_PENDING
+from knockgate.core.kinds import format_frame, parse_frame
+from knockgate.core.kinds.ports import is_number as _is_number
+from knockgate.core.kinds.ports import parse_flags, parse_port_spec
+from knockgate.core.nft.first_stage import first_stage_summary
+from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP, kernel_reason
+from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
+from knockgate.errors import ConfigError
 from knockgate.model import ALL_FLAGS, Door, Frame, OneTimeSource, PortSpec, TcpFlag
 
 DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
@@ -205,7 +206,7 @@ def load_config(path: str) -> Config:
 
 def _parse_knockd_config(text: str, path: str) -> Config:
     """A knockd.conf is served as the TOML `knockgate import knockd` would write for it."""
-    from knockgate.knockd_import import knockd_to_toml
+    from knockgate.compat.knockd.importer import knockd_to_toml
 
     converted = knockd_to_toml(parse_knockd_conf(text, path))
     try:

@@ -18,27 +18,32 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 
+from knockgate.compat.fwknop.wire import MAX_PAYLOAD as FWKNOP_MAX
+from knockgate.compat.fwknop.wire import MIN_PAYLOAD as FWKNOP_MIN
 from knockgate.config import Config, load_config
 from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode_datagram, decode_knock
 from knockgate.core.engine import Engine
-from knockgate.core.first_stage import (
-    KNOCK_PREFIX,
-    door_of_handover,
+from knockgate.core.kernel_events import (
+    HandedKnock,
+    Handover,
+    KernelOpened,
+    ScanReset,
+    kernel_event,
+)
+from knockgate.core.nft.first_stage import (
     earliest_first_knock,
     first_stage_summary,
     staged_doors,
 )
-from knockgate.core.fwknop import MAX_PAYLOAD as FWKNOP_MAX
-from knockgate.core.fwknop import MIN_PAYLOAD as FWKNOP_MIN
-from knockgate.core.kernel_doors import KernelSettings, door_of_prefix
+from knockgate.core.nft.kernel_doors import KernelSettings
 from knockgate.core.ratelimit import LogBudget
-from knockgate.core.scan_guard import RESET_PREFIX
 from knockgate.core.spa import PACKET_SIZE as SPA_PACKET_SIZE
 from knockgate.core.spa import VERSION as SPA_VERSION
 from knockgate.core.spa_policy import SpaGrant
+from knockgate.daemon.fwknop import FwknopService
+from knockgate.daemon.spa import SpaService
 from knockgate.errors import KnockgateError
-from knockgate.fwknop_service import FwknopService
 from knockgate.io.bpf import datagram_length_clause, fixed_datagram_clause, port_filter
 from knockgate.io.capture import Capture, check_interfaces
 from knockgate.io.commands import run_command
@@ -52,7 +57,6 @@ from knockgate.io.store import FILE_NAME as STORE_FILE
 from knockgate.io.store import FWKNOP_FILE_NAME as FWKNOP_FILE
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Decision, Door, IPAddress, Open, Packet, PortSpec, Progress, Reset
-from knockgate.spa_service import SpaService
 
 log = logging.getLogger("knockgate")
 _SHUTDOWN_COMMAND_BUDGET = 0.5
@@ -254,16 +258,18 @@ class Daemon:
             self._kernel_events_due = True
             asyncio.get_running_loop().call_soon(self._on_kernel_events)
 
-    def _on_kernel_event(self, event: LogEvent, running: _Running) -> None:
-        if event.prefix == KNOCK_PREFIX:
+    def _on_kernel_event(self, logged: LogEvent, running: _Running) -> None:
+        event = kernel_event(*logged)
+        if isinstance(event, HandedKnock):
             self._on_handed_knock(event, running)
-        elif event.prefix == RESET_PREFIX:
+        elif isinstance(event, ScanReset):
             running.engine.forget(event.source)
             running.staged.forget(event.source)
             if self._stage_log.allow(self._clock()):
                 log.info("%s reset on every door: it touched another port while knocking",
                          event.source)
-        elif (name := door_of_handover(event.prefix)) is not None:
+        elif isinstance(event, Handover):
+            name = event.door
             door = running.doors.get(name)
             if door is not None:
                 now = self._clock()
@@ -271,15 +277,15 @@ class Daemon:
                 for decision in running.staged.vouch_first(event.source.packed, name, started,
                                                            now):
                     self._act(decision, running, now, captured=False)
-        elif (name := door_of_prefix(event.prefix)) is not None:
-            door = running.doors.get(name)
+        elif isinstance(event, KernelOpened):
+            door = running.doors.get(event.door)
             if door is not None and door.engine == "kernel":
                 log.info("door %s: opened %s for %s for %gs (in the kernel)", door.name,
                          ", ".join(map(str, door.open)) or "nothing", event.source,
                          door.open_for)
                 self._start_commands(door, event.source)
 
-    def _on_handed_knock(self, event: LogEvent, running: _Running) -> None:
+    def _on_handed_knock(self, event: HandedKnock, running: _Running) -> None:
         knock = decode_knock(event.packet)
         if knock is None:
             return
@@ -295,7 +301,7 @@ class Daemon:
             if not self._read_kernel_events():
                 break
         self._kernel_events_later()
-        return any(event.prefix == RESET_PREFIX and event.source == source
+        return any(isinstance(kernel_event(*event), ScanReset) and event.source == source
                    for event in self._kernel_events)
 
     def _schedule_prune(self) -> None:

@@ -48,8 +48,7 @@ _DOOR_KEYS = {
     "STOP_COMMAND": "STOP_COMMAND", "STOP_COMMAND_6": "STOP_COMMAND_6",
     "CMD_TIMEOUT": "CMD_TIMEOUT", "TARGET": "TARGET",
 }
-_FLAGS = {"FIN": TcpFlag.FIN, "SYN": TcpFlag.SYN, "RST": TcpFlag.RST,
-          "PSH": TcpFlag.PSH, "ACK": TcpFlag.ACK, "URG": TcpFlag.URG}
+_FLAGS = {str(flag.name): flag for flag in TcpFlag}
 _SEQUENCE_HINT = "write e.g. 'Sequence = 7000,8000:udp,9000:tcp' (ports 1-65535, at most 32)"
 
 

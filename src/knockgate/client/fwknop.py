@@ -13,9 +13,9 @@ import socket
 import time
 from ipaddress import IPv4Address, ip_address
 
-from knockgate.client import resolve, send_datagram
-from knockgate.core.frames import parse_port_spec
-from knockgate.core.fwknop import DEFAULT_PORT, Access, MsgType, encode
+from knockgate.client.knock import resolve, send_datagram
+from knockgate.compat.fwknop.wire import DEFAULT_PORT, Access, MsgType, encode
+from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.errors import KnockgateError
 
 

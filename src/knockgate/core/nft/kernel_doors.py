@@ -55,20 +55,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from knockgate.core.ruleset import CHAIN, FAMILY, TABLE, set_name
-from knockgate.model import Door, Frame, TcpFlag
+from knockgate.core.kinds import nft_match, nft_mismatches
+from knockgate.core.nft.names import opened_prefix
+from knockgate.core.nft.table import CHAIN, FAMILY, TABLE, set_name
+from knockgate.model import Door
 
-LOG_PREFIX = "kg:"
 DEFAULT_LOG_GROUP = 0x6B67  # "kg"
 DEFAULT_STAGE_SIZE = 16384
 # One jiffy at HZ=100 is 10 ms; a stage shorter than two could expire the moment it starts.
 MIN_STAGE_MS = 20
 _TABLE_REF = f"{FAMILY} {TABLE}"
 _VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
-_FLAG_WORDS = (
-    (TcpFlag.FIN, "fin"), (TcpFlag.SYN, "syn"), (TcpFlag.RST, "rst"),
-    (TcpFlag.PSH, "psh"), (TcpFlag.ACK, "ack"), (TcpFlag.URG, "urg"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,23 +122,6 @@ class _DoorSets:
     @property
     def source(self) -> str:
         return f"{self.family} saddr"
-
-
-def log_prefix(door: str) -> str:
-    return f"{LOG_PREFIX}{door}"
-
-
-def door_of_prefix(prefix: str) -> str | None:
-    """The door an NFLOG prefix announces, or None if it is not one of ours."""
-    return door_after(LOG_PREFIX, prefix)
-
-
-def door_after(marker: str, prefix: str) -> str | None:
-    """The door named after ``marker`` in an NFLOG ``prefix``; None without the marker or a
-    name."""
-    if not prefix.startswith(marker) or len(prefix) == len(marker):
-        return None
-    return prefix[len(marker):]
 
 
 def stage_timeout_ms(door: Door) -> int:
@@ -290,16 +270,16 @@ def _stage_rules(door: Door, sets: _DoorSets, settings: KernelSettings, k: int, 
         step = _open_statements(door, sets, settings)
     else:
         step = f"add @{sets.stages[k]} {{ {sets.source} }}"
-    rules = [f"{member}{guard} {match_frame(frames[k])} {leave} {step}"]
+    rules = [f"{member}{guard} {nft_match(frames[k])} {leave} {step}"]
     punish = f" add @{sets.penalty} {{ {sets.source} }}" if sets.penalty and exact else ""
-    rules += [f"{member} {other} {leave}{punish}" for other in _not_match(frames[k - 1])]
+    rules += [f"{member} {other} {leave}{punish}" for other in nft_mismatches(frames[k - 1])]
     return rules
 
 
 def _start_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[str]:
     """Rule 3. The second rule only fires when the first one's add found stage 1 full: the
     source is then still outside it, and its bucket goes to the overflow set instead."""
-    fresh = " ".join([match_frame(door.sequence[0]),
+    fresh = " ".join([nft_match(door.sequence[0]),
                       *(f"{sets.source} != @{stage}" for stage in sets.stages),
                       *([f"{sets.source} != @{sets.penalty}"] if sets.penalty else [])])
     if not sets.stages:
@@ -309,31 +289,8 @@ def _start_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[
 
 
 def _open_statements(door: Door, sets: _DoorSets, settings: KernelSettings) -> str:
-    log = f'log prefix "{log_prefix(door.name)}" group {settings.log_group}'
+    log = f'log prefix "{opened_prefix(door.name)}" group {settings.log_group}'
     if not door.open:
         return log
     open_ms = round(door.open_for * 1000)
     return f"update @{sets.grant} {{ {sets.source} timeout {open_ms}ms }} {log}"
-
-
-def _flag_words(bits: int) -> str:
-    return "|".join(word for flag, word in _FLAG_WORDS if bits & flag) or "0x0"
-
-
-def match_frame(frame: Frame) -> str:
-    if frame.proto == "udp":
-        return f"udp dport {frame.port}"
-    if not frame.flags_mask:
-        return f"tcp dport {frame.port}"
-    return (f"tcp dport {frame.port} tcp flags & ({_flag_words(frame.flags_mask)}) == "
-            f"{_flag_words(frame.flags_value)}")
-
-
-def _not_match(frame: Frame) -> list[str]:
-    """Conditions that each catch part of "not ``frame``"; together they catch all of it."""
-    conditions = [f"meta l4proto . th dport != {{ {frame.proto} . {frame.port} }}"]
-    if frame.proto == "tcp" and frame.flags_mask:
-        conditions.append(f"tcp dport {frame.port} tcp flags & "
-                          f"({_flag_words(frame.flags_mask)}) != "
-                          f"{_flag_words(frame.flags_value)}")
-    return conditions
