@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from knockgate import __version__
 from knockgate.client.profiles import DEFAULT_PROFILES
-from knockgate.config import DEFAULT_PATH, DEFAULT_SPA_PORT, describe, load_config
+from knockgate.config import describe, load_config
+from knockgate.config.schema import DEFAULT_PATH
 from knockgate.core.kinds import parse_frame
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
+from knockgate.model import DEFAULT_SPA_PORT
 
 
 class ExitCode(enum.IntEnum):

@@ -8,6 +8,8 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
+# The UDP port SPA clients send to and the daemon listens on unless told otherwise (fwknop's).
+DEFAULT_SPA_PORT = 62201
 # A decision's source is an address, or its packed bytes on the daemon's hot path
 # (Engine.handle_knock), where building address objects per packet would cost too much.
 Source = IPAddress | bytes

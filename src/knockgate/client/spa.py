@@ -10,10 +10,10 @@ from ipaddress import ip_address
 
 from knockgate.client.knock import resolve, send_datagram
 from knockgate.client.profiles import Profile, load_profile
-from knockgate.config import DEFAULT_SPA_PORT
 from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
 from knockgate.errors import ConfigError, KnockgateError
+from knockgate.model import DEFAULT_SPA_PORT
 
 
 def _secret_text(args: argparse.Namespace, profile: Profile) -> str:

@@ -22,6 +22,7 @@ from knockgate.compat.knockd.conf import (
     next_one_time_sequence,
     parse_knockd_conf,
 )
+from knockgate.config.schema import DEFAULT_STATE_DIR
 from knockgate.core.engine import DEFAULT_MAX_PENDING
 from knockgate.core.kinds import format_frame, parse_frame
 from knockgate.core.kinds.ports import is_number as _is_number
@@ -30,11 +31,16 @@ from knockgate.core.nft.first_stage import first_stage_summary
 from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP, kernel_reason
 from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
-from knockgate.model import ALL_FLAGS, Door, Frame, OneTimeSource, PortSpec, TcpFlag
+from knockgate.model import (
+    ALL_FLAGS,
+    DEFAULT_SPA_PORT,
+    Door,
+    Frame,
+    OneTimeSource,
+    PortSpec,
+    TcpFlag,
+)
 
-DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
-DEFAULT_STATE_DIR = "/var/lib/knockgate"
-DEFAULT_SPA_PORT = 62201
 IPNetwork = IPv4Network | IPv6Network
 ENGINES = ("kernel", "userspace")
 MAX_SEQUENCE = 32
