@@ -1,6 +1,5 @@
 from knockgate.config import parse_config
 from knockgate.core.nft.table import render_ruleset, render_teardown
-from knockgate.daemon.main import hidden_ports
 from knockgate.model import PortSpec
 
 CONFIG = """
@@ -39,7 +38,7 @@ add rule inet knockgate input udp dport { 1194, 5000, 8000 } drop
 
 def test_ruleset_golden():
     config = parse_config(CONFIG)
-    text = render_ruleset(config.doors, hidden_ports(config), ["ssh_v4", "old_v4"])
+    text = render_ruleset(config.doors, config.hidden_ports, ["ssh_v4", "old_v4"])
     assert text == GOLDEN
 
 
@@ -60,17 +59,3 @@ def test_port_grant_sets_and_rules():
     assert not any(line.startswith("delete set") for line in lines)
     without = render_ruleset(config.doors, [], ["_ports_v4", "_ports_v6"], [])
     assert "delete set inet knockgate _ports_v4" in without.splitlines()
-
-
-def test_spa_filter_names_every_key_id_and_compiles():
-    from knockgate.core.spa import key_id_for
-    from knockgate.io.bpf import compile_filter, fixed_datagram_clause
-
-    ids = [key_id_for(name) for name in ("alice", "bob")]
-    clause = fixed_datagram_clause(62201, 112, 1, ids)
-    for key_id in ids:
-        assert f"udp[9:4] = 0x{key_id[:4].hex()}" in clause
-        assert f"ip6[53:4] = 0x{key_id[4:].hex()}" in clause
-    assert len(compile_filter(clause)) < 100
-    many = [key_id_for(f"k{n}") for n in range(300)]
-    assert "udp[9:4]" not in fixed_datagram_clause(62201, 112, 1, many), "too many: no id test"

@@ -153,6 +153,25 @@ class Config:
     fwknop: FwknopConfig | None = None
     warnings: tuple[str, ...] = ()
 
+    @property
+    def hidden_ports(self) -> list[PortSpec]:
+        """Knock and SPA ports, dropped so they look like every other closed port."""
+        if not self.options.hide_knock_ports:
+            return []
+        ports = {PortSpec(f.proto, f.port) for d in self.doors for f in d.sequence}
+        ports |= {PortSpec("udp", c.port) for c in (self.spa, self.fwknop) if c is not None}
+        return sorted(ports)
+
+    @property
+    def grant_ports(self) -> list[PortSpec]:
+        """Every port an SPA key or fwknop stanza may open: per-port grant sets guard these."""
+        ports: set[PortSpec] = set()
+        if self.spa is not None:
+            ports |= {spec for entry in self.spa.keys for spec in entry.open}
+        if self.fwknop is not None:
+            ports |= set(self.fwknop.protected_ports())
+        return sorted(ports)
+
 
 class _Lines:
     """Finds the line of a table or key, which tomllib does not report."""

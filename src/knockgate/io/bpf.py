@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import struct
-from collections.abc import Iterable, Sequence
 
 from knockgate.errors import CaptureError
 
@@ -70,54 +69,8 @@ def compile_filter(expression: str) -> list[tuple[int, int, int, int]]:
         lib.pcap_close(handle)
 
 
-def port_filter(ports: Iterable[tuple[str, int]], extra: Iterable[str] = ()) -> str:
-    """A filter that passes only packets to the given (proto, port) pairs, IPv4 and IPv6,
-    or matching one of the ``extra`` clauses."""
-    clauses = [f"({proto} dst port {port})" for proto, port in sorted(set(ports))]
-    clauses += [f"({clause})" for clause in extra]
-    if not clauses:
-        raise CaptureError("nothing to watch: no knock or SPA ports are configured")
-    return " or ".join(clauses)
-
-
-# A filter over this many key ids would grow long; past it, unknown ids are left to Python.
-MAX_FILTERED_KEY_IDS = 256
-
-
-def fixed_datagram_clause(port: int, payload_length: int, first_byte: int,
-                          key_ids: Sequence[bytes] = ()) -> str:
-    """UDP to ``port`` whose payload has exactly this length and first byte and, if
-    ``key_ids`` are given, carries one of them right after that byte (so garbage with a
-    random key id never leaves the kernel).
-
-    libpcap indexes ``udp[]`` for IPv4 only, so the IPv6 half reads the UDP header at its
-    fixed offset behind a 40-byte header (``ip6 proto 17``: no extension headers).
-    """
-    length = 8 + payload_length
-    v4 = f"ip and udp[4:2] = {length} and udp[8] = {first_byte}"
-    v6 = f"ip6 proto 17 and ip6[44:2] = {length} and ip6[48] = {first_byte}"
-    if key_ids and len(key_ids) <= MAX_FILTERED_KEY_IDS:
-        v4 += " and (" + " or ".join(_key_id_test("udp", 9, k) for k in key_ids) + ")"
-        v6 += " and (" + " or ".join(_key_id_test("ip6", 49, k) for k in key_ids) + ")"
-    return f"udp dst port {port} and (({v4}) or ({v6}))"
-
-
-def _key_id_test(base: str, offset: int, key_id: bytes) -> str:
-    words = [key_id[i:i + 4] for i in range(0, len(key_id), 4)]
-    return "(" + " and ".join(
-        f"{base}[{offset + 4 * n}:{len(word)}] = 0x{word.hex()}" for n, word in enumerate(words)
-    ) + ")"
-
-
 def pack_program(insns: list[tuple[int, int, int, int]]) -> bytes:
     return b"".join(struct.pack("HBBI", *insn) for insn in insns)
-
-
-def datagram_length_clause(port: int, shortest: int, longest: int) -> str:
-    """UDP to ``port`` with a payload of ``shortest`` to ``longest`` bytes (IPv4 and IPv6)."""
-    low, high = 8 + shortest, 8 + longest
-    return (f"udp dst port {port} and ((ip and udp[4:2] >= {low} and udp[4:2] <= {high}) "
-            f"or (ip6 proto 17 and ip6[44:2] >= {low} and ip6[44:2] <= {high}))")
 
 
 # Linux's BPF extensions (linux/filter.h): loads of packet metadata libpcap cannot name for a

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from knockgate.errors import CaptureError
 from knockgate.io.bpf import compile_filter, host_only_prologue, pack_program
+from knockgate.io.netlink import check_interfaces
 from knockgate.io.sockopts import grow_receive_buffer
 
 _ETH_P_ALL = 0x0003
@@ -90,18 +91,6 @@ class Capture:
 
     def close(self) -> None:
         self._sock.close()
-
-
-def check_interfaces(names: tuple[str, ...]) -> None:
-    """Refuse a named interface that does not exist (the kernel's rules would silently match
-    nothing on it)."""
-    for name in names:
-        try:
-            socket.if_nametoindex(name)
-        except OSError as exc:
-            raise CaptureError(
-                f"no interface {name!r}; run 'knockgate interfaces' to list them"
-            ) from exc
 
 
 def _program(filter_expression: str) -> bytes:

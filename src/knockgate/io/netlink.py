@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 
+from knockgate.errors import CaptureError
 from knockgate.io.nlwire import attributes, message, messages
 from knockgate.model import IPAddress
 
@@ -105,3 +106,14 @@ class LocalAddresses:
     def close(self) -> None:
         self._events.close()
 
+
+def check_interfaces(names: tuple[str, ...]) -> None:
+    """Refuse a named interface that does not exist (the kernel's rules would silently match
+    nothing on it)."""
+    for name in names:
+        try:
+            socket.if_nametoindex(name)
+        except OSError as exc:
+            raise CaptureError(
+                f"no interface {name!r}; run 'knockgate interfaces' to list them"
+            ) from exc

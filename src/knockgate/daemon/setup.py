@@ -1,0 +1,153 @@
+"""What one loaded configuration needs at run time, built whole before it replaces the last one
+(a reload that fails half-way leaves the running setup untouched).
+
+Modules are imported when a configuration needs them: a daemon with sequence doors only never
+loads libpcap, SQLite or the SPA crypto.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from knockgate.config import Config
+from knockgate.core.capture_filter import capture_filter, datagram_length_clause
+from knockgate.core.gate import Gate
+from knockgate.core.nft.first_stage import first_stage_summary
+from knockgate.io.netlink import check_interfaces
+from knockgate.model import Packet
+
+if TYPE_CHECKING:
+    from knockgate.daemon.fwknop import FwknopService
+    from knockgate.daemon.spa import SpaService
+    from knockgate.io.capture import Capture
+    from knockgate.io.store import SqliteReplayStore
+
+log = logging.getLogger("knockgate")
+
+
+class ReplayStores:
+    """Replay stores, opened once per file and kept across reloads."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, SqliteReplayStore] = {}
+
+    def get(self, state_dir: str, file_name: str) -> SqliteReplayStore:
+        from knockgate.io.store import SqliteReplayStore
+
+        path = Path(state_dir, file_name)
+        if path not in self._open:
+            self._open[path] = SqliteReplayStore(state_dir, file_name)
+        return self._open[path]
+
+    def close(self) -> None:
+        for store in self._open.values():
+            store.close()
+
+
+@dataclass
+class Setup:
+    config: Config
+    gate: Gate
+    capture: Capture | None
+    spa: SpaService | None
+    fwknop: FwknopService | None
+    spa_clauses: tuple[str, ...] = ()  # the capture filter's SPA part
+    spa_shape: tuple[int, int] = (0, 0)  # our packets' length and first byte
+
+    def spa_service_for(self, packet: Packet) -> SpaService | FwknopService | None:
+        """Our SPA packets have one length and start with the version byte; fwknop's are
+        base64 text of at least 140 bytes, so one port can serve both."""
+        payload = packet.payload
+        if (self.spa is not None and packet.dport == self.spa.config.port
+                and (len(payload), payload[0] if payload else -1) == self.spa_shape):
+            return self.spa
+        if self.fwknop is not None and packet.dport == self.fwknop.config.port:
+            return self.fwknop
+        return None
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+
+
+def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float
+            ) -> Setup:
+    """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open."""
+    spa = fwknop = None
+    spa_clauses = []
+    spa_shape = (0, 0)
+    if config.spa is not None:
+        from knockgate.core import spa as spa_format
+        from knockgate.core.capture_filter import fixed_datagram_clause
+        from knockgate.daemon.spa import SpaService
+        from knockgate.io.store import FILE_NAME
+
+        spa = SpaService(config.spa, stores.get(config.options.state_dir, FILE_NAME), now)
+        spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
+        spa_clauses.append(fixed_datagram_clause(
+            config.spa.port, spa_format.PACKET_SIZE, spa_format.VERSION,
+            [entry.key.key_id for entry in config.spa.keys]))
+    if config.fwknop is not None:
+        from knockgate.compat.fwknop import wire
+        from knockgate.daemon.fwknop import FwknopService
+        from knockgate.io.store import FWKNOP_FILE_NAME
+
+        fwknop = FwknopService(config.fwknop,
+                               stores.get(config.options.state_dir, FWKNOP_FILE_NAME), now)
+        spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
+                                                  wire.MAX_PAYLOAD))
+    spa_ports = frozenset(c.port for c in (config.spa, config.fwknop) if c is not None)
+    gate = Gate(config.doors, config.options.max_pending, spa_ports)
+    return Setup(config, gate, open_capture(gate, spa_clauses, interfaces), spa, fwknop,
+                 tuple(spa_clauses), spa_shape)
+
+
+def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]
+                 ) -> Capture | None:
+    """The capture socket, or None when the kernel handles every knock and there is no SPA."""
+    check_interfaces(interfaces)  # the kernel's rules are limited to them as well
+    expression = capture_filter(gate.capture_clauses(), spa_clauses)
+    if expression is None:
+        return None
+    from knockgate.io.capture import Capture
+
+    return Capture(expression, interfaces)
+
+
+def log_setup(config: Config, verb: str) -> None:
+    for door in config.doors:
+        log.info("%s door %s: %d knocks, opens %s for %gs, %s engine (%s)", verb, door.name,
+                 len(door.sequence), ", ".join(str(p) for p in door.open) or "nothing",
+                 door.open_for, door.engine, door.engine_reason)
+        if door.engine == "userspace":
+            log.info("%s door %s: %s", verb, door.name, first_stage_summary(door))
+    if config.spa is not None:
+        log.info("%s spa on udp:%d with %d key(s): %s", verb, config.spa.port,
+                 len(config.spa.keys), ", ".join(e.key.name for e in config.spa.keys))
+    if config.fwknop is not None:
+        log.info("%s fwknop SPA on udp:%d with %d stanza(s) from %s", verb,
+                 config.fwknop.port, len(config.fwknop.access.stanzas),
+                 config.fwknop.access.path)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
+
+def log_state(setup: Setup) -> None:
+    """SIGUSR1: how full the bounded tables are, for an admin watching a flood."""
+    gate = setup.gate
+    for machine in [*gate.captured.doors.values(), *gate.staged.doors.values()]:
+        log.info("state: door %s: %d sources mid-sequence (cap %d), %d evicted so far",
+                 machine.door.name, len(machine), machine.max_pending, machine.evicted)
+    for machine in gate.staged.doors.values():
+        log.info("state: door %s keeps its first stage in the kernel: nft list table inet "
+                 "knockgate shows %s-first_v4 and _v6", machine.door.name,
+                 machine.door.name)
+    for door in setup.config.doors:
+        if door.engine == "kernel":
+            log.info("state: door %s runs in the kernel: nft list table inet knockgate "
+                     "shows its stage sets", door.name)
+    if setup.spa is not None:
+        log.info("state: spa: %d packets rejected so far", setup.spa.rejected)
