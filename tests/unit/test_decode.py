@@ -1,33 +1,11 @@
 import struct
-from ipaddress import ip_address
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knockgate.client.knock import tcp_segment
 from knockgate.core.decode import LinkType, decode
 from knockgate.model import TcpFlag
-
-SRC4, DST4 = ip_address("10.201.0.2"), ip_address("10.201.0.1")
-SRC6, DST6 = ip_address("fd00:201::2"), ip_address("fd00:201::1")
-
-
-def ipv4(proto: int, body: bytes, src=SRC4, dst=DST4, frag: int = 0) -> bytes:
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, frag, 64, proto, 0,
-                       src.packed, dst.packed) + body
-
-
-def ipv6(next_header: int, body: bytes, src=SRC6, dst=DST6) -> bytes:
-    return struct.pack("!IHBB16s16s", 6 << 28, len(body), next_header, 64, src.packed,
-                       dst.packed) + body
-
-
-def udp(dport: int, payload: bytes = b"x") -> bytes:
-    return struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
-
-
-def tcp(dport: int, flags: int) -> bytes:
-    return tcp_segment(SRC4, DST4, 40000, dport, flags, 1)
+from tests.support.packets import DST4, SRC4, SRC6, ipv4, ipv6, tcp, udp
 
 
 def test_ipv4_tcp():
