@@ -13,10 +13,9 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import NamedTuple
 
+from knockgate.core.kinds import KINDS, ports
 from knockgate.model import Packet
 
-_TCP = 6
-_UDP = 17
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_VLAN = 0x8100
@@ -44,7 +43,8 @@ class Knock(NamedTuple):
 
 
 _IPV4_FIXED = struct.Struct("!BxH2xHxB2x4s4s")
-_PROTO_NAMES = {_TCP: "tcp", _UDP: "udp"}
+# The transports knock kinds read, by IP protocol number (core/kinds/).
+TRANSPORTS = {number: kind.decode_transport for kind in KINDS for number in kind.IP_PROTOCOLS}
 
 
 def decode_knock(data: bytes) -> Knock | None:
@@ -55,7 +55,10 @@ def decode_knock(data: bytes) -> Knock | None:
             return _ipv4_knock(data)
     except (IndexError, struct.error):
         return None
-    packet = decode(data)
+    return _knock_of(decode(data))
+
+
+def _knock_of(packet: Packet | None) -> Knock | None:
     if packet is None:
         return None
     return Knock(packet.src.packed, packet.dst.packed, packet.proto, packet.dport, packet.flags)
@@ -64,8 +67,10 @@ def decode_knock(data: bytes) -> Knock | None:
 def _ipv4_knock(data: bytes) -> Knock | None:
     first, total_len, fragment, proto, src, dst = _IPV4_FIXED.unpack_from(data)
     header_len = (first & 0x0F) * 4
-    name = _PROTO_NAMES.get(proto)
-    if name is None or header_len < 20 or fragment & 0x1FFF or len(data) < total_len:
+    name = ports.IP_PROTOCOLS.get(proto)
+    if name is None:  # the fast path is the port kind's; other kinds' transports go the long way
+        return _knock_of(decode(data)) if proto in TRANSPORTS else None
+    if header_len < 20 or fragment & 0x1FFF or len(data) < total_len:
         return None
     segment = total_len - header_len
     if name == "tcp":
@@ -159,19 +164,6 @@ def _decode_ipv6(data: memoryview) -> Packet | None:
 def _decode_l4(
     proto: int, body: memoryview, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address
 ) -> Packet | None:
-    if proto == _TCP:
-        if len(body) < 20:
-            return None
-        sport, dport = struct.unpack_from("!HH", body, 0)
-        data_offset = (body[12] >> 4) * 4
-        if data_offset < 20 or data_offset > len(body):
-            return None
-        return Packet(src, dst, "tcp", sport, dport, body[13], bytes(body[data_offset:]))
-    if proto == _UDP:
-        if len(body) < 8:
-            return None
-        sport, dport, length = struct.unpack_from("!HHH", body, 0)
-        if length < 8 or length > len(body):
-            return None
-        return Packet(src, dst, "udp", sport, dport, 0, bytes(body[8:length]))
-    return None
+    decoder = TRANSPORTS.get(proto)
+    fields = decoder(proto, body) if decoder is not None else None
+    return Packet(src, dst, *fields) if fields is not None else None

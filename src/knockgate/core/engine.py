@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from knockgate.core.kinds import knock_port
 from knockgate.core.sequence import DoorSequence
-from knockgate.model import Decision, Door, IPAddress, Packet
+from knockgate.model import Decision, Door, IPAddress
 
 DEFAULT_MAX_PENDING = 32768
 
 
 class Engine:
-    """Pure: ``handle(packet, now)`` returns decisions; no sockets, no clocks."""
+    """Pure: ``handle_knock(..., now)`` returns decisions; no sockets, no clocks."""
 
     def __init__(self, doors: Iterable[Door], max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.max_pending = max_pending
@@ -23,7 +24,7 @@ class Engine:
     def _index(self) -> None:
         self._by_port: dict[tuple[str, int], tuple[DoorSequence, ...]] = {}
         for machine in self.doors.values():
-            for key in {(f.proto, f.port) for f in machine.door.sequence}:
+            for key in {knock_port(frame) for frame in machine.door.sequence}:
                 self._by_port[key] = (*self._by_port.get(key, ()), machine)
         self.targets = frozenset(m.door.target.packed for m in self.doors.values()
                                  if m.door.target)
@@ -40,14 +41,6 @@ class Engine:
         """``source`` loses its progress on every door (it scanned while knocking)."""
         for machine in self.doors.values():
             machine.forget(source.packed)
-
-    def watched_ports(self) -> frozenset[tuple[str, int]]:
-        return frozenset(self._by_port)
-
-    def handle(self, packet: Packet, now: float) -> list[Decision]:
-        """Decisions for a decoded packet, naming its source as the packet does."""
-        return [decision._replace(source=packet.src) for decision in self.handle_knock(
-            packet.src.packed, packet.dst.packed, packet.proto, packet.dport, packet.flags, now)]
 
     def handle_knock(self, source: bytes, destination: bytes, proto: str, port: int,
                      flags: int, now: float) -> list[Decision]:
@@ -69,9 +62,6 @@ class Engine:
         earlier than ``started``."""
         machine = self.doors.get(door)
         return machine.vouch_first(source, started, now) if machine is not None else []
-
-    def pending(self) -> int:
-        return sum(len(machine) for machine in self.doors.values())
 
     def counts_for(self, destination: bytes) -> bool:
         """Knocks to a door's target (packed) count even when it is not one of this host's

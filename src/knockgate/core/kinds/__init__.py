@@ -7,8 +7,9 @@ A kind says, for its frames:
 - how the kernel matches them (``nft_match`` and ``nft_mismatches``, for kernel doors, the
   first stage of userspace doors and the scan guard);
 - which packets the capture must let through when the daemon reads them (``bpf_clause``);
-- what the engine keys them on (``knock_port``); core/decode.py decodes the transports named
-  in ``IP_PROTOCOLS`` into that key and the packet's flags.
+- how a captured packet becomes a knock: ``decode_transport`` reads the transport header of
+  the IP protocols in ``IP_PROTOCOLS`` (core/decode.py has stripped the IP layer), and
+  ``knock_port`` is what the engine keys a frame on.
 
 Adding a kind is adding a module that implements ``KnockKind`` and listing it in ``KINDS``.
 """
@@ -34,6 +35,8 @@ class KnockKind(Protocol):
     def nft_match(self, frame: Frame) -> str: ...
     def nft_mismatches(self, frame: Frame) -> list[str]: ...
     def bpf_clause(self, frame: Frame) -> str: ...
+    def decode_transport(self, proto: int, body: memoryview
+                         ) -> tuple[str, int, int, int, bytes] | None: ...
 
 
 KINDS: tuple[KnockKind, ...] = (ports,)

@@ -15,6 +15,8 @@ The kernel matches these frames itself (``nft_match``); captured ones pass the B
 
 from __future__ import annotations
 
+import struct
+
 from knockgate.errors import FrameError
 from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
 
@@ -180,3 +182,24 @@ def bpf_clause(frame: Frame) -> str:
     """The pcap filter clause that lets a captured ``frame`` through (flags are checked in
     Python: a door ignores packets whose flags match none of its frames)."""
     return f"{frame.proto} dst port {frame.port}"
+
+
+def decode_transport(proto: int, body: memoryview
+                     ) -> tuple[str, int, int, int, bytes] | None:
+    """(proto, source port, destination port, flags, payload) of the TCP segment or UDP
+    datagram ``body``, IP protocol ``proto``; None if it is cut short or lies about its
+    length. core/decode.py reads the same fields in place on its IPv4 fast path."""
+    if IP_PROTOCOLS.get(proto) == "tcp":
+        if len(body) < 20:
+            return None
+        sport, dport = struct.unpack_from("!HH", body, 0)
+        data_offset = (body[12] >> 4) * 4
+        if data_offset < 20 or data_offset > len(body):
+            return None
+        return "tcp", sport, dport, body[13], bytes(body[data_offset:])
+    if len(body) < 8:
+        return None
+    sport, dport, length = struct.unpack_from("!HHH", body, 0)
+    if length < 8 or length > len(body):
+        return None
+    return "udp", sport, dport, 0, bytes(body[8:length])
