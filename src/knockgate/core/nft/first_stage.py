@@ -71,10 +71,10 @@ from knockgate.core.nft.names import (
     IpVersion,
     first_overflow_set,
     first_set,
-    handed_set,
     handover_prefix,
+    shared_sets,
 )
-from knockgate.core.nft.parts import TablePart, add_rule, declare_set, join
+from knockgate.core.nft.parts import TablePart, add_rule, declare_set, join, knock_ports
 from knockgate.core.nft.scan_guard import FirstStageLink, render_scan_guard
 from knockgate.model import Door
 
@@ -127,7 +127,7 @@ def first_stage_sets(doors: Sequence[Door]) -> frozenset[str]:
     if not doors:
         return frozenset()
     return frozenset(name for version in VERSIONS for name in (
-        handed_set(version.number),
+        shared_sets(version.number).handed,
         *(first_set(door.name, version.number) for door in doors),
         *(first_overflow_set(door.name, version.number) for door in doors)))
 
@@ -140,7 +140,7 @@ def forget_statements(doors: Sequence[Door], version: IpVersion, settings: Kerne
         return []
     source, number = version.source, version.number
     bucket = bucket_of(version, settings)
-    statements = [f"delete @{handed_set(number)} {{ {source} }}"]
+    statements = [f"delete @{shared_sets(number).handed} {{ {source} }}"]
     for door in doors:
         statements += [f"delete @{first_set(door.name, number)} {{ {source} }}",
                        f"delete @{first_overflow_set(door.name, number)} {{ {bucket} }}"]
@@ -178,13 +178,13 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
         return TablePart()
     size, existing = settings.stage_size, existing_sets
     handed_ms = round(max(door.timeout for door in doors) * 1000)
-    knocks = sorted({knock_port(frame) for door in doors for frame in door.sequence})
-    ports = ", ".join(f"{proto} . {port}" for proto, port in knocks)
+    knocks = knock_ports(knock_port(frame) for door in doors for frame in door.sequence)
     declarations: list[str] = []
     rules: list[str] = []
     for version in VERSIONS:
         address, number = f"type {version.address_type}", version.number
-        declarations += declare_set(handed_set(number), address, size=size,
+        handed = shared_sets(number).handed
+        declarations += declare_set(handed, address, size=size,
                                     timeout_ms=handed_ms, existing=existing)
         for door in doors:
             stage_ms = stage_timeout_ms(door)
@@ -195,8 +195,8 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
                                         timeout_ms=stage_ms, existing=existing)
             rules += _door_rules(door, version, settings)
         rules.append(f"{settings.arriving}meta pkttype host {version.source} "
-                     f"@{handed_set(number)} meta l4proto {{ tcp, udp }} "
-                     f"meta l4proto . th dport {{ {ports} }} "
+                     f"@{handed} meta l4proto {{ tcp, udp }} "
+                     f"meta l4proto . th dport {knocks} "
                      f'log prefix "{HANDED_KNOCK_PREFIX}" group {settings.log_group}')
     return TablePart(tuple(declarations), tuple(map(add_rule, rules)), first_stage_sets(doors))
 
@@ -208,7 +208,7 @@ def _door_rules(door: Door, version: IpVersion, settings: KernelSettings) -> lis
     members = ((f"{source} @{first}", f"delete @{first} {{ {source} }}"),
                (f"{bucket} @{overflow}", f"delete @{overflow} {{ {bucket} }}"))
     head = f"{settings.arriving}meta pkttype host"
-    handover = (f"update @{handed_set(number)} {{ {source} }} "
+    handover = (f"update @{shared_sets(number).handed} {{ {source} }} "
                 f'log prefix "{handover_prefix(door.name)}" group {settings.log_group}')
     second = door.sequence[1]
     later = [frame for frame in dict.fromkeys(door.sequence[2:]) if frame != second]

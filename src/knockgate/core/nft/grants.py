@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from knockgate.core.kinds import KINDS
-from knockgate.core.nft.names import VERSIONS, grant_set, port_grant_set
+from knockgate.core.nft.names import VERSIONS, grant_set, shared_sets
 from knockgate.core.nft.parts import TablePart, add_rule, declare_set
 from knockgate.model import Door, IPAddress, PortSpec
 
@@ -39,7 +39,7 @@ def door_grant(door_name: str, source: IPAddress, seconds: float) -> ElementGran
 
 def port_grant(source: IPAddress, ports: Iterable[PortSpec], seconds: float) -> ElementGrant:
     """Open exactly ``ports`` for ``source`` for ``seconds`` (an SPA grant)."""
-    return ElementGrant(port_grant_set(source.version),
+    return ElementGrant(shared_sets(source.version).ports,
                         tuple(concat_key(source, spec.proto, spec.port) for spec in ports),
                         round(seconds * 1000))
 
@@ -71,7 +71,7 @@ def render_grants(doors: Sequence[Door], port_grants: Sequence[PortSpec]) -> Tab
     rules = ['iif "lo" accept', "ct state established,related accept"]
     if port_grants:
         for version in VERSIONS:
-            name = port_grant_set(version.number)
+            name = shared_sets(version.number).ports
             declarations += declare_set(name, f"type {version.address_type} . inet_proto . "
                                               "inet_service", dynamic=False)
             sets.add(name)

@@ -53,17 +53,22 @@ def knock_chain(version: int) -> str:
     return f"knock_v{version}"
 
 
-# --- grants (core/nft/grants.py) --------------------------------------------------------------
+class SharedSets(NamedTuple):
+    """The sets of one IP version that no door owns: ``_handed_v4`` and so on."""
+
+    ports: str  # source . protocol . port triples that per-port grants (SPA) opened
+    handed: str  # sources the kept first stage of userspace doors handed over to the daemon
+    knocking: str  # sources that touched a knock port of a userspace door (the scan guard)
+    captured: str  # sources that touched a knock port of a door whose knocks are captured
+
+
+def shared_sets(version: int) -> SharedSets:
+    return SharedSets(*(f"_{role}_v{version}" for role in SharedSets._fields))
 
 
 def grant_set(door: str, version: int) -> str:
-    """Sources a door is open for."""
+    """Sources a door is open for (core/nft/grants.py)."""
     return f"{door}_v{version}"
-
-
-def port_grant_set(version: int) -> str:
-    """Source . protocol . port triples that per-port grants (SPA) opened."""
-    return f"_ports_v{version}"
 
 
 # --- kernel doors (core/nft/kernel_doors.py) --------------------------------------------------
@@ -95,21 +100,3 @@ def first_set(door: str, version: int) -> str:
 def first_overflow_set(door: str, version: int) -> str:
     """Buckets of first knocks that found ``first_set`` full."""
     return f"{door}-firstoverflow_v{version}"
-
-
-def handed_set(version: int) -> str:
-    """Sources handed over to the daemon, shared by the doors whose first stage is kept."""
-    return f"_handed_v{version}"
-
-
-# --- scan guard (core/nft/scan_guard.py) ------------------------------------------------------
-
-
-def knocking_set(version: int) -> str:
-    """Sources that touched a knock port of a userspace door."""
-    return f"_knocking_v{version}"
-
-
-def captured_set(version: int) -> str:
-    """Sources that touched a knock port of a door whose knocks are captured."""
-    return f"_captured_v{version}"

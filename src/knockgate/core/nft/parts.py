@@ -8,7 +8,7 @@ granted sources in (core/nft/grants.py), the knock rules of kernel doors
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from knockgate.core.nft.names import CHAIN, TABLE_REF
@@ -49,6 +49,11 @@ def declare_set(name: str, key: str, *, size: int | None = None, timeout_ms: int
     if timeout_ms is not None:
         body.append(f"timeout {timeout_ms}ms")
     return [*commands, f"add set {TABLE_REF} {name} {{ " + "; ".join(body) + "; }"]
+
+
+def knock_ports(pairs: Iterable[tuple[str, int]]) -> str:
+    """An anonymous set of (protocol, port) pairs, for ``meta l4proto . th dport``."""
+    return "{ " + ", ".join(f"{proto} . {port}" for proto, port in sorted(set(pairs))) + " }"
 
 
 def add_rule(rule: str, chain: str = CHAIN) -> str:

@@ -23,16 +23,10 @@ from knockgate.core.kinds import knock_port
 from knockgate.core.nft.names import (
     SCAN_RESET_PREFIX,
     VERSIONS,
-    captured_set,
-    handed_set,
-    knocking_set,
+    shared_sets,
 )
-from knockgate.core.nft.parts import TablePart, add_rule, declare_set
+from knockgate.core.nft.parts import TablePart, add_rule, declare_set, knock_ports
 from knockgate.model import Door
-
-
-def _pairs(specs: Iterable[tuple[str, int]]) -> str:
-    return "{ " + ", ".join(f"{proto} . {port}" for proto, port in sorted(set(specs))) + " }"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +62,27 @@ def render_scan_guard(doors: Iterable[Door], log_group: int, size: int,
     rules: list[str] = []
     sets: set[str] = set()
     for version in VERSIONS:
-        number, source = version.number, version.source
-        tracked = [knocking_set(number)] + ([captured_set(number)] if captured else [])
+        source, shared = version.source, shared_sets(version.number)
+        tracked = [shared.knocking] + ([shared.captured] if captured else [])
         for name in tracked:
             declarations += declare_set(name, f"type {version.address_type}", size=size,
                                         timeout_ms=timeout_ms)
         sets.update(tracked)
         head = f"meta nfproto {version.nfproto} meta l4proto {{ tcp, udp }} "
-        touched = (f"{head}{source} @{knocking_set(number)} meta l4proto . th dport != "
-                   f"{_pairs(allowed)} ")
+        touched = (f"{head}{source} @{shared.knocking} meta l4proto . th dport != "
+                   f"{knock_ports(allowed)} ")
         reset = " ".join([*(f"delete @{name} {{ {source} }}" for name in tracked),
-                          *(first_stage.forget.get(number, ()) if first_stage else ())])
+                          *(first_stage.forget.get(version.number, ()) if first_stage else ())])
         report = f'log prefix "{SCAN_RESET_PREFIX}" group {log_group}'
         if first_stage is None:
             rules.append(f"{touched}{reset} {report}")
         else:
-            reported = [handed_set(number), *tracked[1:]]
+            reported = [shared.handed, *tracked[1:]]
             rules += [f"{touched}{source} @{name} {reset} {report}" for name in reported]
             rules.append(f"{touched}{reset}")
-        rules.append(f"{head}meta l4proto . th dport {_pairs(knocks)} "
-                     f"update @{knocking_set(number)} {{ {source} }}")
+        rules.append(f"{head}meta l4proto . th dport {knock_ports(knocks)} "
+                     f"update @{shared.knocking} {{ {source} }}")
         if captured:
-            rules.append(f"{head}meta l4proto . th dport {_pairs(captured)} "
-                         f"update @{captured_set(number)} {{ {source} }}")
+            rules.append(f"{head}meta l4proto . th dport {knock_ports(captured)} "
+                         f"update @{shared.captured} {{ {source} }}")
     return TablePart(tuple(declarations), tuple(map(add_rule, rules)), frozenset(sets))
