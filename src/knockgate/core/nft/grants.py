@@ -63,7 +63,8 @@ def _port_set(ports: list[int]) -> str:
 
 def render_grants(doors: Sequence[Door], port_grants: Sequence[PortSpec]) -> TablePart:
     """The grant sets of ``doors`` and, if any port may be granted, the per-port sets; the
-    rules accept what they granted (and loopback, and established connections)."""
+    rules accept what they granted (and loopback, and established connections). The sets are
+    never recreated: live grants survive a reload or a restart."""
     declarations = [command for door in doors for version in VERSIONS
                     for command in declare_set(grant_set(door.name, version.number),
                                                f"type {version.address_type}")]
