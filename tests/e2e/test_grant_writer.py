@@ -1,5 +1,6 @@
 """SetElementWriter against the real kernel: a grant is one nfnetlink batch answered by a single
-acknowledgement, and a refused one leaves no reply behind that a later grant could misread."""
+acknowledgement, and a refused one leaves no reply behind that a later grant could misread. And
+io/nft.py's Nftables, which sends the table core/nft renders and the grants it names."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from knockgate.core.kinds import parse_frame
+from knockgate.core.nft.grants import door_grant, port_grant
+from knockgate.core.nft.table import TablePlan, render_table
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter
+from knockgate.io.nft import Nftables
+from knockgate.model import Door, PortSpec
 from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, inside
 
 if TYPE_CHECKING:
@@ -99,3 +105,29 @@ def test_a_refused_key_aborts_the_batch_even_when_the_acked_message_succeeds(bed
     assert elements(bed, "open_v4") == {}
     writer.grant("open_v4", [CLIENT, OTHER], 60000)
     assert set(elements(bed, "open_v4")) == {CLIENT_V4, CLIENT_V4_OTHER}
+
+
+def test_nftables_applies_the_table_adds_grants_and_removes_the_table(bed):
+    door = Door("ssh", (parse_frame("tcp:7000"),), 5, (PortSpec("tcp", 22),), 30,
+                engine="kernel")
+    plan = TablePlan((door,), port_grants=(PortSpec("udp", 1194),))
+    source = ip_address(CLIENT_V4)
+    with inside(bed.server):
+        nft = Nftables()
+        try:
+            assert nft.existing_sets() == set()
+            nft.apply(render_table(plan, nft.existing_sets()))
+            assert nft.existing_sets() == {"ssh_v4", "ssh_v6", "_ports_v4", "_ports_v6"}
+            nft.add_elements(door_grant("ssh", source, 60))
+            nft.add_elements(port_grant(source, [PortSpec("udp", 1194)], 60))
+            assert CLIENT_V4 in elements(bed, "ssh_v4")
+            listing = bed.run(bed.server, "nft", "list", "set", "inet", "knockgate",
+                              "_ports_v4").stdout
+            assert f"{CLIENT_V4} . udp . 1194" in listing
+            with pytest.raises(FirewallError, match="nftables refused the change"):
+                nft.apply("add rule inet knockgate nowhere drop\n")
+            nft.remove_table()
+            assert nft.existing_sets() == set()
+            nft.remove_table()  # a table that is already gone is fine
+        finally:
+            nft.close()

@@ -1,6 +1,6 @@
 """Kernel sequence doors end to end: real nftables in the server namespace, real packets from the
-client namespace, no daemon. The ruleset is render_ruleset's with the kernel doors spliced in the
-way core/ruleset.py is meant to do it (see ``ruleset`` below)."""
+client namespace, no daemon. The ruleset is the table core/nft/table.py renders for the daemon
+(see ``ruleset`` below)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ import json
 import random
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from knockgate.client.knock import send_frame
 from knockgate.core.kinds import parse_frame
-from knockgate.core.nft.kernel_doors import (
-    KernelSettings,
-    kernel_set_names,
-    render_kernel_doors,
-)
-from knockgate.core.nft.table import Spliced, render_ruleset
+from knockgate.core.nft.kernel_doors import KernelSettings
+from knockgate.core.nft.table import TablePlan, render_table
 from knockgate.io.nflog import LogEvent, NflogListener
 from knockgate.model import Door, PortSpec
 from tests.support.testbed import (
@@ -42,20 +38,17 @@ ALL_TCP = ("tcp:7000", "tcp:8000", "tcp:9000")
 
 
 def door(frames: Sequence[str] = SEQUENCE, timeout: float = 5, open_for: float = 30,
-         name: str = "ssh") -> Door:
+         name: str = "ssh", penalty: float = 0) -> Door:
     return Door(name=name, sequence=tuple(parse_frame(f) for f in frames), timeout=timeout,
-                open=(PortSpec("tcp", 22),), open_for=open_for)
+                open=(PortSpec("tcp", 22),), open_for=open_for, engine="kernel",
+                penalty=penalty)
 
 
-def ruleset(doors: list[Door], penalties: Mapping[str, float] | None = None,
-            existing: Iterable[str] = (), hide: bool = True) -> str:
-    """The table io/nft.py installs for kernel doors: render_ruleset with the kernel part."""
-    kernel = render_kernel_doors(doors, SETTINGS, penalties, existing)
+def ruleset(doors: list[Door], existing: Iterable[str] = (), hide: bool = True) -> str:
+    """The table the daemon installs for these kernel doors."""
     hidden = sorted({PortSpec(f.proto, f.port) for d in doors for f in d.sequence},
                     key=lambda s: (s.proto, s.port)) if hide else []
-    spliced = Spliced(kernel.declarations, kernel.rules,
-                      frozenset(kernel_set_names(doors, penalties)))
-    return render_ruleset(doors, hidden, existing, (), spliced)
+    return render_table(TablePlan(tuple(doors), tuple(hidden), (), SETTINGS), set(existing))
 
 
 def load(bed: TestBed, tmp_path: Path, text: str) -> None:
@@ -178,7 +171,7 @@ def test_random_order_full_port_scan_opens_nothing(bed, tmp_path):
 
 def test_penalty_box(bed, tmp_path):
     bed.listen(22)
-    load(bed, tmp_path, ruleset([door(ALL_TCP)], penalties={"ssh": 1.5}))
+    load(bed, tmp_path, ruleset([door(ALL_TCP, penalty=1.5)]))
     knock(bed, "tcp:7000", "tcp:1234")  # a port outside the sequence while knocking
     assert [e for e in elements(bed, "ssh-penalty_v4") if CLIENT_V4 in json.dumps(e)]
     knock(bed, *ALL_TCP)
@@ -239,7 +232,7 @@ def test_nflog_listener_reports_each_opening(bed, tmp_path):
 
 def test_reload_keeps_grants_and_forgets_progress(bed, tmp_path):
     bed.listen(22)
-    load(bed, tmp_path, ruleset([door()], penalties={"ssh": 30}))
+    load(bed, tmp_path, ruleset([door(penalty=30)]))
     knock(bed, *SEQUENCE)
     assert bed.wait_until_open(SERVER_V4, 22) is not None
     with inside(bed.client), socket.socket() as other:
@@ -247,8 +240,7 @@ def test_reload_keeps_grants_and_forgets_progress(bed, tmp_path):
         other.setblocking(False)
         other.connect_ex((SERVER_V4, 7000))  # CLIENT_V4_OTHER is now in stage 1
     time.sleep(0.05)
-    load(bed, tmp_path, ruleset([door(timeout=8)], penalties={"ssh": 30},
-                                existing=existing_sets(bed)))
+    load(bed, tmp_path, ruleset([door(timeout=8, penalty=30)], existing=existing_sets(bed)))
     assert bed.can_connect(SERVER_V4, 22), "a grant survives a reload"
     assert not elements(bed, "ssh-stage1_v4")
     load(bed, tmp_path, ruleset([door(name="vpn")], existing=existing_sets(bed)))

@@ -16,7 +16,7 @@ from knockgate.core.nft.first_stage import (
     staged_doors,
 )
 from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
-from knockgate.core.nft.names import HANDED_KNOCK_PREFIX
+from knockgate.core.nft.names import HANDED_KNOCK_PREFIX, VERSIONS
 from knockgate.core.nft.scan_guard import render_scan_guard
 from knockgate.core.sequence import DoorSequence
 from knockgate.model import Door, OneTimeSource, Open, PortSpec, Progress, TcpFlag
@@ -113,7 +113,7 @@ def test_the_scan_guard_forgets_the_first_stage_too():
               "mod 1024 seed 0x1234abcd }")
     assert reported.endswith(f'ip saddr @_handed_v4 {forget} log prefix "kg-reset" group 7')
     assert silent.endswith(f"}} {forget}")
-    assert forget_statements([], 4, SETTINGS) == []
+    assert forget_statements([], VERSIONS[0], SETTINGS) == []
 
 
 def test_when_every_door_is_staged_only_handed_sources_are_reported():

@@ -7,7 +7,6 @@ from knockgate.core.kinds import parse_frame
 from knockgate.core.nft.kernel_doors import (
     KernelSettings,
     kernel_reason,
-    kernel_set_names,
     render_kernel_doors,
     stage_timeout_ms,
 )
@@ -17,13 +16,15 @@ SETTINGS = KernelSettings(log_group=7, stage_size=1024, overflow_seed=0x1234ABCD
 
 
 def door(*frames: str, name: str = "ssh", timeout: float = 5.0, opens: tuple[str, ...] = ("22",),
-         open_for: float = 30) -> Door:
+         open_for: float = 30, penalty: float = 0) -> Door:
     return Door(name=name, sequence=tuple(parse_frame(f) for f in frames), timeout=timeout,
-                open=tuple(PortSpec("tcp", int(p)) for p in opens), open_for=open_for)
+                open=tuple(PortSpec("tcp", int(p)) for p in opens), open_for=open_for,
+                engine="kernel", penalty=penalty)
 
 
 V4, V6 = "add rule inet knockgate knock_v4 ", "add rule inet knockgate knock_v6 "
 THREE = door("tcp:7000", "udp:8000", "tcp:9000:fa")
+PENALISED = replace(THREE, penalty=10)
 
 GOLDEN_DECLARATIONS = """\
 add chain inet knockgate knock_v4
@@ -57,14 +58,14 @@ add rule inet knockgate knock_v4 tcp dport 7000 tcp flags & (fin|syn|rst|psh|ack
 
 
 def test_three_knock_door_golden():
-    rendered = render_kernel_doors([THREE], SETTINGS, {"ssh": 10}, ["ssh-stage2_v4", "other"])
+    rendered = render_kernel_doors([PENALISED], SETTINGS, ["ssh-stage2_v4", "other"])
     assert "\n".join(rendered.declarations) + "\n" == GOLDEN_DECLARATIONS
     v4 = [rendered.rules[0], *(r for r in rendered.rules if r.startswith(V4))]
     assert "\n".join(v4) + "\n" == GOLDEN_RULES_V4
 
 
 def test_ipv6_rules_mirror_ipv4():
-    rules = render_kernel_doors([THREE], SETTINGS, {"ssh": 10}).rules
+    rules = render_kernel_doors([PENALISED], SETTINGS).rules
     v4 = [r for r in rules if r.startswith(V4)]
     v6 = [r for r in rules if r.startswith(V6)]
     assert v6 == [r.replace("_v4", "_v6").replace("ip saddr", "ip6 saddr") for r in v4]
@@ -78,9 +79,10 @@ def test_without_penalty_resets_only():
 
 
 def test_single_knock_door_opens_at_once():
-    rendered = render_kernel_doors([door("udp:5000", name="one", open_for=2.5)], SETTINGS,
-                                   {"one": 10})
-    assert rendered.declarations[4:] == []  # no stage, overflow or (useless) penalty set
+    rendered = render_kernel_doors([door("udp:5000", name="one", open_for=2.5, penalty=10)],
+                                   SETTINGS)
+    assert rendered.declarations[4:] == ()  # no stage, overflow or (useless) penalty set
+    assert rendered.sets == set()
     assert rendered.rules[1] == (
         "add rule inet knockgate knock_v4 udp dport 5000 update @one_v4 "
         '{ ip saddr timeout 2500ms } log prefix "kg:one" group 7')
@@ -119,17 +121,17 @@ def test_doors_render_one_after_another_per_version():
 
 def test_no_kernel_doors_still_flushes_the_chains():
     rendered = render_kernel_doors([], SETTINGS)
-    assert rendered.rules == []
-    assert rendered.declarations == [
+    assert rendered.rules == ()
+    assert rendered.declarations == (
         "add chain inet knockgate knock_v4", "flush chain inet knockgate knock_v4",
-        "add chain inet knockgate knock_v6", "flush chain inet knockgate knock_v6"]
+        "add chain inet knockgate knock_v6", "flush chain inet knockgate knock_v6")
 
 
 def test_set_names():
-    assert kernel_set_names([THREE], {"ssh": 5}) == {
+    assert render_kernel_doors([replace(THREE, penalty=5)], SETTINGS).sets == {
         f"ssh-{kind}_v{v}" for kind in ("stage1", "stage2", "overflow", "penalty")
         for v in (4, 6)}
-    assert kernel_set_names([door("tcp:1")], {"ssh": 5}) == set()
+    assert render_kernel_doors([door("tcp:1", penalty=5)], SETTINGS).sets == set()
 
 
 def test_timeout_is_split_over_the_gaps():

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from knockgate.core.nft.grants import concat_key
 from knockgate.errors import FirewallError
 from knockgate.io import nfnetlink
-from knockgate.io.nfnetlink import SetElementWriter, concat_key
+from knockgate.io.nfnetlink import SetElementWriter
 from knockgate.io.nlwire import HEADER, attr, attributes, message, nested
 from knockgate.io.nlwire import ack_errors as acknowledgement_errors
 
@@ -165,12 +166,6 @@ def test_a_kernel_that_does_not_answer_is_an_error(kernel, monkeypatch):
 def test_no_keys_sends_nothing(kernel):
     SetElementWriter("knockgate").grant("ssh_v4", [], 1000)
     assert kernel.sent == []
-
-
-def test_concatenated_keys_pad_every_field_to_four_bytes():
-    assert concat_key(ip_address("10.0.0.1"), "tcp", 22) == bytes(
-        [10, 0, 0, 1, 6, 0, 0, 0, 0, 22, 0, 0])
-    assert len(concat_key(ip_address("fd00::1"), "udp", 1194)) == 24
 
 
 def test_acknowledgements():

@@ -1,6 +1,7 @@
 from knockgate.config import parse_config
 from knockgate.core.nft.names import SCAN_RESET_PREFIX
-from knockgate.core.nft.scan_guard import merge, render_scan_guard
+from knockgate.core.nft.parts import TablePart
+from knockgate.core.nft.scan_guard import render_scan_guard
 
 CONFIG = """
 [[door]]
@@ -29,4 +30,4 @@ def test_guard_tracks_knockers_and_reports_other_ports():
 
 
 def test_no_userspace_door_no_guard():
-    assert render_scan_guard([], 1, 1) == merge()
+    assert render_scan_guard([], 1, 1) == TablePart()

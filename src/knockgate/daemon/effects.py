@@ -11,6 +11,7 @@ from ipaddress import ip_address
 from knockgate.core.actions import expand_argv
 from knockgate.core.capture_filter import capture_filter
 from knockgate.core.gate import Forgotten
+from knockgate.core.nft.grants import door_grant, port_grant
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.spa_policy import SpaGrant
 from knockgate.daemon.loop import Loop, Timer
@@ -61,7 +62,7 @@ class Effects:
             return
         if door.open:
             try:
-                self.nft.grant(door.name, source, door.open_for)
+                self.nft.add_elements(door_grant(door.name, source, door.open_for))
             except KnockgateError as exc:
                 log.error("door %s: could not open for %s: %s", door.name, source, exc)
                 return
@@ -102,7 +103,7 @@ class Effects:
     def apply_grant(self, setup: Setup, grant: SpaGrant) -> None:
         if grant.ports:
             try:
-                self.nft.grant_ports(grant.target, grant.ports, grant.open_for)
+                self.nft.add_elements(port_grant(grant.target, grant.ports, grant.open_for))
             except KnockgateError as exc:
                 log.error("spa: key %s: could not open for %s: %s", grant.key, grant.target, exc)
                 return

@@ -27,6 +27,7 @@ from knockgate.core.gate import (
 )
 from knockgate.core.kernel_events import kernel_event
 from knockgate.core.nft.kernel_doors import KernelSettings
+from knockgate.core.nft.table import TablePlan, render_table
 from knockgate.daemon.effects import Effects
 from knockgate.daemon.loop import Loop
 from knockgate.daemon.setup import ReplayStores, Setup, log_setup, log_state, prepare
@@ -98,11 +99,13 @@ class Daemon:
 
     def _install(self, config: Config) -> None:
         """The whole table in one transaction; doors that still exist keep their grants."""
-        self.resources.nft.install(list(config.doors), config.hidden_ports, config.grant_ports,
-                                   KernelSettings(config.options.nflog_group,
-                                                  min(config.options.max_pending, 1 << 20),
-                                                  self.resources.overflow_seed,
-                                                  self._interfaces(config)))
+        settings = KernelSettings(config.options.nflog_group,
+                                  min(config.options.max_pending, 1 << 20),
+                                  self.resources.overflow_seed, self._interfaces(config))
+        plan = TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
+                         settings)
+        nft = self.resources.nft
+        nft.apply(render_table(plan, nft.existing_sets()))
         self._installed = True
 
     def _watch(self, setup: Setup) -> None:
@@ -125,7 +128,7 @@ class Daemon:
         self.nflog.close()
         if self._installed:  # a start that failed before installing leaves any table alone
             try:
-                self.resources.nft.remove()
+                self.resources.nft.remove_table()
                 log.info("removed nftables table inet knockgate")
             except KnockgateError as exc:
                 log.error("teardown: %s", exc)

@@ -2,7 +2,8 @@
 
 libnftables re-reads the ruleset cache before every command (about 30 syscalls, 0.3-0.5 ms on
 our test bed); a grant only needs "add/delete/add this element", which the kernel takes as one
-batch. The ruleset itself is still written through libnftables (io/nft.py).
+batch. The table itself is written through libnftables (io/nft.py); which set a grant goes to
+and its keys are core/nft/grants.py's.
 
 A grant usually comes after the daemon has idled, when every line of Python it runs costs several
 times its warm price. So the batch around the keys is built once per set and shape, a grant
@@ -14,10 +15,10 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Sequence
 
 from knockgate.errors import FirewallError
 from knockgate.io.nlwire import HEADER, NLMSG_ERROR, ack_errors, attr, message, nested
-from knockgate.model import IPAddress
 
 _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
@@ -36,7 +37,6 @@ _NFTA_LIST_ELEM = 1
 _NFTA_SET_ELEM_KEY = 1
 _NFTA_SET_ELEM_TIMEOUT = 4
 _NFTA_DATA_VALUE = 1
-_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 _NFGENMSG = struct.Struct("=BBH")
 _ATTR_HEADER = 4
 _ACK = struct.Struct("=4xH2xI4xi")  # of an nlmsgerr: type, sequence, -errno
@@ -103,11 +103,6 @@ def _grant_template(table: str, set_name: str, key_lengths: tuple[int, ...], tim
     return tuple(map(tuple, groups)), (NLMSG_ERROR, end - 1, 0)
 
 
-def concat_key(address: IPAddress, proto: str, port: int) -> bytes:
-    """Key of an ``addr . inet_proto . inet_service`` element; each field padded to 4 bytes."""
-    return address.packed + bytes([_PROTO_NUMBERS[proto], 0, 0, 0]) + struct.pack("!HH", port, 0)
-
-
 def _open_socket() -> socket.socket:
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
@@ -130,7 +125,7 @@ class SetElementWriter:
         self._templates: dict[_Shape, _Template] = {}
         self._sock = _open_socket()
 
-    def grant(self, set_name: str, keys: list[bytes], timeout_ms: int) -> None:
+    def grant(self, set_name: str, keys: Sequence[bytes], timeout_ms: int) -> None:
         if not keys:
             return
         shape = (set_name, tuple(map(len, keys)), timeout_ms)

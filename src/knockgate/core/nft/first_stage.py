@@ -13,7 +13,7 @@ Sets, per IP version (v4 shown), for door ``ssh``:
 
 - ``ssh-first_v4``: sources that sent F1 and nothing of the door since (``size N``, timeout:
   the door's timeout split over its gaps, as for kernel doors), with the bucket set
-  ``ssh-firstoverflow_v4`` for first knocks that find it full (core/kernel_doors.py explains
+  ``ssh-firstoverflow_v4`` for first knocks that find it full (core/nft/kernel_doors.py explains
   the scheme: bounded however many sources flood, and the real client's knock still lands).
 - ``_handed_v4``, shared by these doors: sources handed to the daemon.
 
@@ -34,11 +34,11 @@ then once per version:
 4. In ``_handed`` and a knock port of these doors: log ``kg-knock``. It comes after rule 1, so
    the packet that hands a source over is reported as both events, the hand-over first.
 
-The scan guard (core/scan_guard.py) also removes a source that touched another port from these
+The scan guard (core/nft/scan_guard.py) also removes a source that touched another port from these
 sets, see ``forget_statements``, and reports it only if the daemon holds its progress.
 
 Where this is looser or weaker than reading every knock, all bounded and shared with kernel
-doors (core/kernel_doors.py):
+doors (core/nft/kernel_doors.py):
 - While ``ssh-first`` is full (a flood of more distinct sources than its size within one
   stage), a source whose bucket a flooder set may skip F1; it still needs F2..Fn in order.
 - ``_handed`` has a size too: an attacker who knows F1 and F2 can fill it with spoofed pairs,
@@ -54,23 +54,30 @@ cannot tell, see ``first_stage_reason``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
-from knockgate.core.kinds import nft_match
+from knockgate.core.kinds import knock_port, nft_match
 from knockgate.core.nft.kernel_doors import (
     MIN_STAGE_MS,
     KernelSettings,
+    bucket_key,
     bucket_of,
     overflow_set_size,
     stage_timeout_ms,
 )
-from knockgate.core.nft.names import HANDED_KNOCK_PREFIX, handover_prefix
-from knockgate.core.nft.scan_guard import FirstStageLink, merge, render_scan_guard
-from knockgate.core.nft.table import CHAIN, FAMILY, TABLE, Spliced
+from knockgate.core.nft.names import (
+    HANDED_KNOCK_PREFIX,
+    VERSIONS,
+    IpVersion,
+    first_overflow_set,
+    first_set,
+    handover_prefix,
+    shared_sets,
+)
+from knockgate.core.nft.parts import TablePart, add_rule, declare_set, join, knock_ports
+from knockgate.core.nft.scan_guard import FirstStageLink, render_scan_guard
 from knockgate.model import Door
 
-_TABLE_REF = f"{FAMILY} {TABLE}"
-_VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
 _ROUNDING_SLACK = 0.001
 
 
@@ -83,7 +90,7 @@ def first_stage_reason(door: Door) -> str | None:
     if door.one_time is not None:
         return "its first knock changes with each use of the one-time file"
     first = door.sequence[0]
-    if any((f.proto, f.port) == (first.proto, first.port) for f in door.sequence[1:]):
+    if any(knock_port(frame) == knock_port(first) for frame in door.sequence[1:]):
         return ("a later knock shares the first knock's port, and the kernel would have to "
                 "tell a retransmission from a restart")
     if stage_timeout_ms(door) < MIN_STAGE_MS:
@@ -116,63 +123,49 @@ def staged_doors(doors: Iterable[Door]) -> list[Door]:
             if door.engine == "userspace" and first_stage_reason(door) is None]
 
 
-def handed_set(version: int) -> str:
-    # A leading '_' keeps it clear of door names, which start with a letter.
-    return f"_handed_v{version}"
-
-
-def _first_set(door: Door, version: int) -> str:
-    return f"{door.name}-first_v{version}"
-
-
-def _overflow_set(door: Door, version: int) -> str:
-    return f"{door.name}-firstoverflow_v{version}"
-
-
 def first_stage_sets(doors: Sequence[Door]) -> frozenset[str]:
     if not doors:
         return frozenset()
-    return frozenset(name for version in (4, 6) for name in (
-        handed_set(version),
-        *(_first_set(door, version) for door in doors),
-        *(_overflow_set(door, version) for door in doors)))
+    return frozenset(name for version in VERSIONS for name in (
+        shared_sets(version.number).handed,
+        *(first_set(door.name, version.number) for door in doors),
+        *(first_overflow_set(door.name, version.number) for door in doors)))
 
 
-def forget_statements(doors: Sequence[Door], version: int, settings: KernelSettings
+def forget_statements(doors: Sequence[Door], version: IpVersion, settings: KernelSettings
                       ) -> list[str]:
     """Statements that make the kernel forget a source's first stage on ``doors`` (the scan
     guard runs them for a source that touched another port while knocking)."""
     if not doors:
         return []
-    source = "ip saddr" if version == 4 else "ip6 saddr"
-    bucket = bucket_of(source, settings)
-    statements = [f"delete @{handed_set(version)} {{ {source} }}"]
+    source, number = version.source, version.number
+    bucket = bucket_of(version, settings)
+    statements = [f"delete @{shared_sets(number).handed} {{ {source} }}"]
     for door in doors:
-        statements += [f"delete @{_first_set(door, version)} {{ {source} }}",
-                       f"delete @{_overflow_set(door, version)} {{ {bucket} }}"]
+        statements += [f"delete @{first_set(door.name, number)} {{ {source} }}",
+                       f"delete @{first_overflow_set(door.name, number)} {{ {bucket} }}"]
     return statements
 
 
 def render_userspace_rules(doors: Sequence[Door], settings: KernelSettings,
                            also_allowed: Iterable[tuple[str, int]] = (),
-                           existing_sets: Iterable[str] = ()) -> Spliced:
+                           existing_sets: Collection[str] = ()) -> TablePart:
     """Everything the kernel does for the userspace ``doors`` (others are skipped): the scan
-    guard (core/scan_guard.py) and, for the doors it can take, the first stage, linked so a
-    scan resets the first stage too and only sources the daemon tracks are reported."""
+    guard (core/nft/scan_guard.py) and, for the doors it can take, the first stage, linked so
+    a scan resets the first stage too and only sources the daemon tracks are reported."""
     userspace = [door for door in doors if door.engine == "userspace"]
     staged = staged_doors(userspace)
     link = None
     if staged:
         link = FirstStageLink(frozenset(door.name for door in staged),
-                              {v: forget_statements(staged, v, settings) for v in (4, 6)},
-                              {v: handed_set(v) for v in (4, 6)})
+                              {v.number: forget_statements(staged, v, settings) for v in VERSIONS})
     guard = render_scan_guard(userspace, settings.log_group, settings.stage_size, also_allowed,
                               link)
-    return merge(guard, render_first_stage(staged, settings, existing_sets))
+    return join(guard, render_first_stage(staged, settings, existing_sets))
 
 
 def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
-                       existing_sets: Iterable[str] = ()) -> Spliced:
+                       existing_sets: Collection[str] = ()) -> TablePart:
     """Declarations and rules for ``doors``, which must all pass ``first_stage_reason``.
     Sets that exist are recreated, so a changed size or timeout applies (and, as for every
     userspace door on reload, progress is forgotten)."""
@@ -182,47 +175,40 @@ def render_first_stage(doors: Sequence[Door], settings: KernelSettings,
             raise ValueError(f"door {door.name!r}: the kernel cannot keep its first stage: "
                              f"{reason}")
     if not doors:
-        return Spliced()
-    existing = set(existing_sets)
+        return TablePart()
+    size, existing = settings.stage_size, existing_sets
+    handed_ms = round(max(door.timeout for door in doors) * 1000)
+    knocks = knock_ports(knock_port(frame) for door in doors for frame in door.sequence)
     declarations: list[str] = []
     rules: list[str] = []
-    for version, family, kind in _VERSIONS:
-        handed_ms = round(max(door.timeout for door in doors) * 1000)
-        declarations += _declare(handed_set(version), f"type {kind}", handed_ms,
-                                 settings.stage_size, existing)
+    for version in VERSIONS:
+        address, number = f"type {version.address_type}", version.number
+        handed = shared_sets(number).handed
+        declarations += declare_set(handed, address, size=size,
+                                    timeout_ms=handed_ms, existing=existing)
         for door in doors:
             stage_ms = stage_timeout_ms(door)
-            declarations += _declare(_first_set(door, version), f"type {kind}", stage_ms,
-                                     settings.stage_size, existing)
-            # nft 1.0.6 crashes listing "typeof jhash ..." (see core/kernel_doors.py).
-            declarations += _declare(_overflow_set(door, version),
-                                     f"typeof numgen random mod {settings.stage_size}",
-                                     stage_ms, overflow_set_size(settings), existing)
-            rules += _door_rules(door, version, family, settings)
-        knocks = sorted({(f.proto, f.port) for door in doors for f in door.sequence})
-        ports = ", ".join(f"{proto} . {port}" for proto, port in knocks)
-        rules.append(f"{settings.arriving}meta pkttype host {family} saddr @{handed_set(version)} "
-                     f"meta l4proto {{ tcp, udp }} meta l4proto . th dport {{ {ports} }} "
+            declarations += declare_set(first_set(door.name, number), address, size=size,
+                                        timeout_ms=stage_ms, existing=existing)
+            declarations += declare_set(first_overflow_set(door.name, number),
+                                        bucket_key(settings), size=overflow_set_size(settings),
+                                        timeout_ms=stage_ms, existing=existing)
+            rules += _door_rules(door, version, settings)
+        rules.append(f"{settings.arriving}meta pkttype host {version.source} "
+                     f"@{handed} meta l4proto {{ tcp, udp }} "
+                     f"meta l4proto . th dport {knocks} "
                      f'log prefix "{HANDED_KNOCK_PREFIX}" group {settings.log_group}')
-    return Spliced(tuple(declarations),
-                   tuple(f"add rule {_TABLE_REF} {CHAIN} {rule}" for rule in rules),
-                   first_stage_sets(doors))
+    return TablePart(tuple(declarations), tuple(map(add_rule, rules)), first_stage_sets(doors))
 
 
-def _declare(name: str, key: str, timeout_ms: int, size: int, existing: set[str]) -> list[str]:
-    commands = [f"delete set {_TABLE_REF} {name}"] if name in existing else []
-    return [*commands, f"add set {_TABLE_REF} {name} {{ {key}; size {size}; "
-                       f"flags dynamic,timeout; timeout {timeout_ms}ms; }}"]
-
-
-def _door_rules(door: Door, version: int, family: str, settings: KernelSettings) -> list[str]:
-    source = f"{family} saddr"
-    first, overflow = _first_set(door, version), _overflow_set(door, version)
-    bucket = bucket_of(source, settings)
+def _door_rules(door: Door, version: IpVersion, settings: KernelSettings) -> list[str]:
+    source, number = version.source, version.number
+    first, overflow = first_set(door.name, number), first_overflow_set(door.name, number)
+    bucket = bucket_of(version, settings)
     members = ((f"{source} @{first}", f"delete @{first} {{ {source} }}"),
                (f"{bucket} @{overflow}", f"delete @{overflow} {{ {bucket} }}"))
     head = f"{settings.arriving}meta pkttype host"
-    handover = (f"update @{handed_set(version)} {{ {source} }} "
+    handover = (f"update @{shared_sets(number).handed} {{ {source} }} "
                 f'log prefix "{handover_prefix(door.name)}" group {settings.log_group}')
     second = door.sequence[1]
     later = [frame for frame in dict.fromkeys(door.sequence[2:]) if frame != second]

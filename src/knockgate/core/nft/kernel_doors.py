@@ -10,14 +10,15 @@ Layout, for door ``ssh`` with frames F1..Fn and each IP version (v4 shown):
   (``flags dynamic,timeout; size N``). A source sits in at most one of them.
 - ``ssh-overflow_v4``: where a first knock goes while ``ssh-stage1_v4`` is full (see below).
 - ``ssh-penalty_v4``, only with a penalty: sources whose knocks are ignored for a while.
-- ``ssh_v4``, the door's grant set from core/ruleset.py: Fn adds the source with ``open_for``.
+- ``ssh_v4``, the door's grant set (core/nft/grants.py): Fn adds the source with ``open_for``.
 
-The input chain sends TCP and UDP packets addressed to this host (``meta pkttype host``: like the
-userspace engine, broadcast and multicast never count) to ``knock_v4`` / ``knock_v6``. The rules
-there carry no verdict, so every door sees every packet (doors may share frames) and the input
-chain still decides the packet's fate afterwards: ``hide_knock_ports`` drops knock packets there,
-and a door that knocks on a public port (tcp:80) keeps that port working. Per door, stages come
-highest first, so a packet that promotes a source is not looked at again by the stage it entered:
+(core/nft/names.py spells every name.) The input chain sends TCP and UDP packets addressed to this
+host (``meta pkttype host``: like the userspace engine, broadcast and multicast never count) to
+``knock_v4`` / ``knock_v6``. The rules there carry no verdict, so every door sees every packet
+(doors may share frames) and the input chain still decides the packet's fate afterwards:
+``hide_knock_ports`` drops knock packets there, and a door that knocks on a public port (tcp:80)
+keeps that port working. Per door, stages come highest first, so a packet that promotes a source is
+not looked at again by the stage it entered:
 
 1. In stage k and Fk+1: leave stage k, enter stage k+1; from stage n-1, open and log instead.
 2. In stage k and anything but Fk (a retransmission of the step just matched changes nothing):
@@ -52,20 +53,28 @@ shared). Later stages have no overflow: filling them takes the knocks before the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from knockgate.core.kinds import nft_match, nft_mismatches
-from knockgate.core.nft.names import opened_prefix
-from knockgate.core.nft.table import CHAIN, FAMILY, TABLE, set_name
+from knockgate.core.nft.names import (
+    TABLE_REF,
+    VERSIONS,
+    IpVersion,
+    grant_set,
+    knock_chain,
+    opened_prefix,
+    overflow_set,
+    penalty_set,
+    stage_set,
+)
+from knockgate.core.nft.parts import TablePart, add_rule, declare_set
 from knockgate.model import Door
 
 DEFAULT_LOG_GROUP = 0x6B67  # "kg"
 DEFAULT_STAGE_SIZE = 16384
 # One jiffy at HZ=100 is 10 ms; a stage shorter than two could expire the moment it starts.
 MIN_STAGE_MS = 20
-_TABLE_REF = f"{FAMILY} {TABLE}"
-_VERSIONS = ((4, "ip", "ipv4_addr"), (6, "ip6", "ipv6_addr"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,24 +105,10 @@ class KernelSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class KernelRules:
-    """nft commands to splice into core/ruleset.render_ruleset's transaction.
-
-    ``declarations`` go right after ``flush chain inet knockgate input``: they (re)create the
-    ``knock_v4``/``knock_v6`` chains, flushed even when no door runs in the kernel so sets of
-    removed doors lose their last reference, and recreate every stage set so a changed size or
-    timeout applies. ``rules`` go after the accept rules and before the drops of the input chain.
-    """
-
-    declarations: list[str]
-    rules: list[str]
-
-
-@dataclass(frozen=True, slots=True)
 class _DoorSets:
     """The set names of one door for one IP version."""
 
-    family: str
+    version: IpVersion
     stages: tuple[str, ...]  # stages[k - 1] holds the sources that matched k frames
     overflow: str
     penalty: str | None
@@ -121,7 +116,12 @@ class _DoorSets:
 
     @property
     def source(self) -> str:
-        return f"{self.family} saddr"
+        return self.version.source
+
+    def owned(self) -> list[str]:
+        """The sets this door renders (its grant set is core/nft/grants.py's)."""
+        return [*self.stages, *([self.overflow] if self.stages else []),
+                *([self.penalty] if self.penalty else [])]
 
 
 def stage_timeout_ms(door: Door) -> int:
@@ -150,23 +150,20 @@ def kernel_reason(door: Door) -> str | None:
     return None
 
 
-def _has_penalty(door: Door, penalties: Mapping[str, float]) -> bool:
-    return len(door.sequence) > 1 and penalties.get(door.name, 0) > 0
+def _has_penalty(door: Door) -> bool:
+    """A single-knock door opens at once: there is no sequence to break, so no penalty box."""
+    return len(door.sequence) > 1 and door.penalty > 0
 
 
-def _sets(door: Door, version: int, family: str, penalised: bool) -> _DoorSets:
-    name = door.name
+def _sets(door: Door, version: IpVersion) -> _DoorSets:
+    name, number = door.name, version.number
     return _DoorSets(
-        family=family,
-        stages=tuple(f"{name}-stage{k}_v{version}" for k in range(1, len(door.sequence))),
-        overflow=f"{name}-overflow_v{version}",
-        penalty=f"{name}-penalty_v{version}" if penalised else None,
-        grant=set_name(name, version),
+        version=version,
+        stages=tuple(stage_set(name, k, number) for k in range(1, len(door.sequence))),
+        overflow=overflow_set(name, number),
+        penalty=penalty_set(name, number) if _has_penalty(door) else None,
+        grant=grant_set(name, number),
     )
-
-
-def _bucket(sets: _DoorSets, settings: KernelSettings) -> str:
-    return bucket_of(sets.source, settings)
 
 
 def overflow_set_size(settings: KernelSettings) -> int:
@@ -177,74 +174,67 @@ def overflow_set_size(settings: KernelSettings) -> int:
     return 2 * settings.stage_size
 
 
-def bucket_of(source: str, settings: KernelSettings) -> str:
-    """The overflow bucket of ``source`` (``ip saddr`` or ``ip6 saddr``)."""
-    return f"jhash {source} mod {settings.stage_size} seed 0x{settings.overflow_seed:08x}"
+def bucket_key(settings: KernelSettings) -> str:
+    """The key of an overflow bucket set. The bucket is a jhash, an integer: nft 1.0.6 crashes
+    listing a set declared "typeof jhash ...", so the key is declared as another integer of
+    the same width."""
+    return f"typeof numgen random mod {settings.stage_size}"
 
 
-def kernel_set_names(doors: Iterable[Door], penalties: Mapping[str, float] | None = None
-                     ) -> set[str]:
-    """Every set the kernel doors own (not their grant sets), for render_ruleset's ``wanted``."""
-    names: set[str] = set()
-    for door in doors:
-        for version, family, _ in _VERSIONS:
-            sets = _sets(door, version, family, _has_penalty(door, penalties or {}))
-            names.update(sets.stages)
-            if sets.stages:
-                names.add(sets.overflow)
-            if sets.penalty:
-                names.add(sets.penalty)
-    return names
+def bucket_of(version: IpVersion, settings: KernelSettings) -> str:
+    """The overflow bucket of the packet's source."""
+    return (f"jhash {version.source} mod {settings.stage_size} "
+            f"seed 0x{settings.overflow_seed:08x}")
 
 
 def render_kernel_doors(doors: Sequence[Door], settings: KernelSettings,
-                        penalties: Mapping[str, float] | None = None,
-                        existing_sets: Iterable[str] = ()) -> KernelRules:
-    """Declarations and rules for ``doors``, which must all pass ``kernel_reason``.
+                        existing_sets: Collection[str] = ()) -> TablePart:
+    """Chains, sets and rules for ``doors``, which must all pass ``kernel_reason``; a door's
+    ``penalty`` is its seconds in the penalty box (0: none).
 
-    ``penalties`` maps a door name to seconds in the penalty box (absent or 0: none).
+    The ``knock_v4``/``knock_v6`` chains are declared and flushed even without doors, so sets
+    of removed doors lose their last reference and can be deleted. Every stage set is
+    recreated so a changed size or timeout applies. The rules go after the input chain's
+    accept rules and before its drops.
     """
-    penalties = penalties or {}
     for door in doors:
         reason = kernel_reason(door)
         if reason is not None:
             raise ValueError(f"door {door.name!r} cannot run in the kernel: {reason}")
-    existing = set(existing_sets)
-    declarations = [command for version in (4, 6)
-                    for command in (f"add chain {_TABLE_REF} knock_v{version}",
-                                    f"flush chain {_TABLE_REF} knock_v{version}")]
+    declarations = [command for version in VERSIONS
+                    for command in (f"add chain {TABLE_REF} {knock_chain(version.number)}",
+                                    f"flush chain {TABLE_REF} {knock_chain(version.number)}")]
     rules = []
     if doors:
-        rules.append(f"add rule {_TABLE_REF} {CHAIN} {settings.arriving}meta pkttype host "
-                     "meta l4proto { tcp, udp } "
-                     "meta nfproto vmap { ipv4 : jump knock_v4, ipv6 : jump knock_v6 }")
-    for version, family, kind in _VERSIONS:
+        jumps = ", ".join(f"{version.nfproto} : jump {knock_chain(version.number)}"
+                          for version in VERSIONS)
+        rules.append(add_rule(f"{settings.arriving}meta pkttype host meta l4proto {{ tcp, udp }} "
+                              f"meta nfproto vmap {{ {jumps} }}"))
+    owned: list[str] = []
+    for version in VERSIONS:
         for door in doors:
-            sets = _sets(door, version, family, _has_penalty(door, penalties))
-            declarations += _declarations(door, sets, kind, settings,
-                                          penalties.get(door.name, 0), existing)
-            rules += [f"add rule {_TABLE_REF} knock_v{version} {rule}"
+            sets = _sets(door, version)
+            declarations += _declarations(door, sets, settings, existing_sets)
+            owned += sets.owned()
+            rules += [add_rule(rule, knock_chain(version.number))
                       for rule in _door_rules(door, sets, settings)]
-    return KernelRules(declarations, rules)
+    return TablePart(tuple(declarations), tuple(rules), frozenset(owned))
 
 
-def _declarations(door: Door, sets: _DoorSets, kind: str, settings: KernelSettings,
-                  penalty: float, existing: set[str]) -> list[str]:
+def _declarations(door: Door, sets: _DoorSets, settings: KernelSettings,
+                  existing: Collection[str]) -> list[str]:
     size, stage_ms = settings.stage_size, stage_timeout_ms(door)
-    wanted = [(stage, f"type {kind}", size, stage_ms) for stage in sets.stages]
+    address = f"type {sets.version.address_type}"
+    commands = [command for stage in sets.stages
+                for command in declare_set(stage, address, size=size, timeout_ms=stage_ms,
+                                           existing=existing)]
     if sets.stages:
-        # The bucket is a jhash, an integer: nft 1.0.6 crashes listing a set declared
-        # "typeof jhash ...", so the key is declared as another integer of the same width.
-        wanted.append((sets.overflow, f"typeof numgen random mod {size}",
-                       overflow_set_size(settings), stage_ms))
+        commands += declare_set(sets.overflow, bucket_key(settings),
+                                size=overflow_set_size(settings), timeout_ms=stage_ms,
+                                existing=existing)
     if sets.penalty:
-        wanted.append((sets.penalty, f"type {kind}", size, max(1, round(penalty * 1000))))
-    commands = []
-    for name, key, elements, timeout_ms in wanted:
-        if name in existing:
-            commands.append(f"delete set {_TABLE_REF} {name}")
-        commands.append(f"add set {_TABLE_REF} {name} {{ {key}; size {elements}; "
-                        f"flags dynamic,timeout; timeout {timeout_ms}ms; }}")
+        commands += declare_set(sets.penalty, address, size=size,
+                                timeout_ms=max(1, round(door.penalty * 1000)), existing=existing)
     return commands
 
 
@@ -255,7 +245,7 @@ def _door_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[s
         leave = f"delete @{sets.stages[k - 1]} {{ {sets.source} }}"
         rules += _stage_rules(door, sets, settings, k, member, leave, exact=True)
         if k == 1:
-            bucket = _bucket(sets, settings)
+            bucket = bucket_of(sets.version, settings)
             rules += _stage_rules(door, sets, settings, k, f"{bucket} @{sets.overflow}",
                                   f"delete @{sets.overflow} {{ {bucket} }}", exact=False)
     return rules + _start_rules(door, sets, settings)
@@ -285,7 +275,7 @@ def _start_rules(door: Door, sets: _DoorSets, settings: KernelSettings) -> list[
     if not sets.stages:
         return [f"{fresh} {_open_statements(door, sets, settings)}"]
     return [f"{fresh} add @{sets.stages[0]} {{ {sets.source} }}",
-            f"{fresh} add @{sets.overflow} {{ {_bucket(sets, settings)} }}"]
+            f"{fresh} add @{sets.overflow} {{ {bucket_of(sets.version, settings)} }}"]
 
 
 def _open_statements(door: Door, sets: _DoorSets, settings: KernelSettings) -> str:

@@ -1,129 +1,67 @@
-"""nftables text for knockgate's table, rendered by pure functions and applied by io/nft.py.
+"""knockgate's whole nftables table as one transaction, rendered from a plan; io/nft.py applies
+it.
 
-Everything lives in ``table inet knockgate``. Each door has two sets of granted sources (IPv4 and
-IPv6) whose elements carry a kernel timeout, so a grant ends even if the daemon dies. The chain
-only ever adds drops: new connections to a protected port are dropped unless the source is in
-one of the sets of a door that opens it; established connections are left alone.
+Everything lives in ``table inet knockgate`` (core/nft/names.py). The transaction creates the
+table or updates it in place: sets that exist keep their elements unless their part recreates
+them, so a reload or restart keeps live grants, and sets no part owns any more are deleted.
+The input chain, in order: what lets granted sources in (core/nft/grants.py), the knock rules
+of kernel doors (core/nft/kernel_doors.py), what the kernel does for userspace doors (their
+scan guard and first stage, core/nft/first_stage.py), then the drops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
+from knockgate.core.kinds import knock_port
+from knockgate.core.nft.first_stage import render_userspace_rules
+from knockgate.core.nft.grants import render_drops, render_grants
+from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
+from knockgate.core.nft.names import CHAIN, TABLE_REF
+from knockgate.core.nft.parts import join
 from knockgate.model import Door, PortSpec
-
-TABLE = "knockgate"
-FAMILY = "inet"
-CHAIN = "input"
-_TABLE_REF = f"{FAMILY} {TABLE}"
-# Per-port grants (SPA asks for exact ports): one set of address . protocol . port per version.
-# A leading '_' keeps the name clear of door names, which must start with a letter.
-_PORT_GRANTS = "_ports"
-
-
-def set_name(door: str, version: int) -> str:
-    return f"{door}_v{version}"
-
-
-def port_set_name(version: int) -> str:
-    return f"{_PORT_GRANTS}_v{version}"
-
-
-def door_sets(doors: Iterable[Door]) -> set[str]:
-    return {set_name(door.name, version) for door in doors for version in (4, 6)}
-
-
-def _ports_by_proto(specs: Iterable[PortSpec]) -> dict[str, list[int]]:
-    grouped: dict[str, list[int]] = {}
-    for spec in sorted(set(specs), key=lambda s: (s.proto, s.port)):
-        grouped.setdefault(spec.proto, []).append(spec.port)
-    return grouped
-
-
-def _port_set(ports: list[int]) -> str:
-    return "{ " + ", ".join(str(p) for p in ports) + " }"
 
 
 @dataclass(frozen=True, slots=True)
-class Spliced:
-    """Commands another renderer (core/kernel_doors.py) adds to the transaction:
-    ``declarations`` right after the input chain's flush, ``rules`` before its drops, and the
-    names of the ``sets`` they own, which must not be deleted as stale."""
+class TablePlan:
+    """What the table is rendered from: the ``doors``; ``hidden`` ports, dropped so they look
+    like every other closed port (knock and SPA ports); ``port_grants``, the ports per-port
+    grants (SPA) may open; and the kernel ``settings``."""
 
-    declarations: Sequence[str] = ()
-    rules: Sequence[str] = ()
-    sets: frozenset[str] = frozenset()
+    doors: tuple[Door, ...]
+    hidden: tuple[PortSpec, ...] = ()
+    port_grants: tuple[PortSpec, ...] = ()
+    settings: KernelSettings = field(default_factory=KernelSettings)
 
 
-def render_ruleset(
-    doors: Iterable[Door],
-    hidden: Iterable[PortSpec] = (),
-    existing_sets: Iterable[str] = (),
-    port_grants: Iterable[PortSpec] = (),
-    spliced: Spliced = Spliced(),
-) -> str:
-    """One transaction that creates or updates the table in place.
-
-    ``port_grants`` are the ports that per-port grants (SPA) may open. Sets that already exist
-    keep their elements, so a reload or restart keeps live grants; sets of doors that are gone
-    are deleted.
-    """
-    doors, port_grants = list(doors), sorted(set(port_grants), key=lambda s: (s.proto, s.port))
-    wanted = door_sets(doors) | ({port_set_name(4), port_set_name(6)} if port_grants else set())
-    wanted |= spliced.sets
+def render_table(plan: TablePlan, existing_sets: Collection[str]) -> str:
+    """The one transaction that makes the table what ``plan`` says; ``existing_sets`` are the
+    sets the table has now."""
+    existing = frozenset(existing_sets)
+    in_kernel = [door for door in plan.doors if door.engine == "kernel"]
+    # A kernel door's knocks, hidden ports and ports SPA may open are no scan of a userspace
+    # door's knocker.
+    not_scans = {knock_port(frame) for door in in_kernel for frame in door.sequence}
+    not_scans |= {(spec.proto, spec.port) for spec in (*plan.hidden, *plan.port_grants)}
+    knocks = join(render_kernel_doors(in_kernel, plan.settings, existing),
+                  render_userspace_rules(plan.doors, plan.settings, not_scans, existing))
+    grants = render_grants(plan.doors, plan.port_grants)
+    stale = sorted(existing - knocks.sets - grants.sets)
     commands = [
-        f"add table {_TABLE_REF}",
-        f"add chain {_TABLE_REF} {CHAIN} "
+        f"add table {TABLE_REF}",
+        f"add chain {TABLE_REF} {CHAIN} "
         "{ type filter hook input priority filter - 10; policy accept; }",
-        f"flush chain {_TABLE_REF} {CHAIN}",
-        *spliced.declarations,
+        f"flush chain {TABLE_REF} {CHAIN}",
+        *knocks.declarations,
+        *grants.declarations,
+        *(f"delete set {TABLE_REF} {name}" for name in stale),
+        *grants.rules,
+        *knocks.rules,
+        *render_drops(plan.doors, plan.hidden, plan.port_grants),
     ]
-    for door in doors:
-        for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            # dynamic: a kernel door's rule adds to it; nft 1.0.6 then insists on the flag.
-            commands.append(
-                f"add set {_TABLE_REF} {set_name(door.name, version)} "
-                f"{{ type {kind}; flags dynamic,timeout; }}"
-            )
-    if port_grants:
-        for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            commands.append(
-                f"add set {_TABLE_REF} {port_set_name(version)} "
-                f"{{ type {kind} . inet_proto . inet_service; flags timeout; }}"
-            )
-    commands += [f"delete set {_TABLE_REF} {name}"
-                 for name in sorted(set(existing_sets) - wanted)]
-    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}"
-                 for rule in _accept_rules(doors, port_grants)]
-    commands += spliced.rules
-    commands += [f"add rule {_TABLE_REF} {CHAIN} {rule}"
-                 for rule in _drop_rules(doors, hidden, port_grants)]
     return "\n".join(commands) + "\n"
 
 
-def _accept_rules(doors: list[Door], port_grants: list[PortSpec]) -> list[str]:
-    rules = ['iif "lo" accept', "ct state established,related accept"]
-    if port_grants:
-        for version, family in ((4, "ip"), (6, "ip6")):
-            rules.append(f"{family} saddr . meta l4proto . th dport @{port_set_name(version)} "
-                         "accept")
-    for door in doors:
-        for proto, ports in _ports_by_proto(door.open).items():
-            for version, family in ((4, "ip"), (6, "ip6")):
-                rules.append(
-                    f"{proto} dport {_port_set(ports)} {family} saddr "
-                    f"@{set_name(door.name, version)} accept"
-                )
-    return rules
-
-
-def _drop_rules(doors: list[Door], hidden: Iterable[PortSpec],
-                port_grants: list[PortSpec]) -> list[str]:
-    protected = [spec for door in doors for spec in door.open] + port_grants
-    return [f"{proto} dport {_port_set(ports)} drop"
-            for proto, ports in _ports_by_proto([*protected, *hidden]).items()]
-
-
 def render_teardown() -> str:
-    return f"delete table {_TABLE_REF}\n"
+    return f"delete table {TABLE_REF}\n"
