@@ -55,7 +55,7 @@ def set_size(bed, name: str) -> int:
 
 @pytest.mark.parametrize("engine", ["userspace", "captured", "kernel"])
 def test_spoofed_first_knock_flood_stays_bounded_and_a_real_knock_opens(bed, serve, engine):
-    """userspace: the kernel keeps the first stage (core/first_stage.py); captured: a door
+    """userspace: the kernel keeps the first stage (core/nft/first_stage.py); captured: a door
     with a target, whose every knock the daemon reads; kernel: nftables does it all."""
     bed.listen(22)
     config = DOOR.format(engine="kernel" if engine == "kernel" else "userspace")

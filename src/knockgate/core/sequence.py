@@ -67,7 +67,7 @@ class DoorSequence:
 
     def vouch_first(self, source: Source, started: float, now: float) -> list[Decision]:
         """The kernel saw ``source`` send the first frame, no earlier than ``started``
-        (core/first_stage.py): count it, unless the source is already further along. Such a
+        (core/nft/first_stage.py): count it, unless the source is already further along. Such a
         start is up to one stage older than its neighbours in ``_first``; pruning from the
         front may leave it a little longer, but ``_progress`` checks expiry on every access."""
         self._prune(now)

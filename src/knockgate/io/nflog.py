@@ -41,7 +41,7 @@ _NLM_F_ACK = 0x4
 _NFGENMSG = struct.Struct("=BBH")
 _PACKET = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_PACKET
 _CONFIG = (_NFNL_SUBSYS_ULOG << 8) | _NFULNL_MSG_CONFIG
-# Whole packets: a knock handed over by core/first_stage.py is decoded from its copy.
+# Whole packets: a knock handed over by core/nft/first_stage.py is decoded from its copy.
 DEFAULT_COPY_RANGE = 0xFFFF
 # Room for bursts: handed-over knocks, openings and scan resets must not be dropped.
 _RCVBUF = 4 * 1024 * 1024

@@ -16,6 +16,7 @@ The kernel matches these frames itself (``nft_match``); captured ones pass the B
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
 
 from knockgate.errors import FrameError
 from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
@@ -57,34 +58,31 @@ def parse_flags(text: str) -> tuple[int, int]:
 
 
 def _parse_flag_words(spec: str) -> tuple[int, int]:
-    mask = value = 0
-    for raw in spec.split(","):
-        word = raw.strip()
-        negated = word.startswith("!")
-        name = word[1:] if negated else word
-        flag = _WORDS.get(name)
-        if flag is None:
-            raise FrameError(f"unknown TCP flag {word!r}", hint=FLAGS_HINT)
-        if mask & flag:
-            raise FrameError(f"TCP flag {name!r} given twice", hint=FLAGS_HINT)
-        mask |= flag
-        if not negated:
-            value |= flag
-    return mask, value
+    return _flag_bits([word.strip() for word in spec.split(",")], _WORDS, "TCP flag", "")
 
 
 def _parse_flag_letters(spec: str) -> tuple[int, int]:
     if spec in ("i", "x", "n"):
         return {"i": (0, 0), "x": (ALL_FLAGS, ALL_FLAGS), "n": (ALL_FLAGS, 0)}[spec]
-    value = 0
-    for letter in spec:
-        flag = _LETTERS.get(letter)
+    return ALL_FLAGS, _flag_bits(spec, _LETTERS, "TCP flag letter", f" in {spec!r}")[1]
+
+
+def _flag_bits(tokens: Iterable[str], names: Mapping[str, TcpFlag], what: str, where: str
+               ) -> tuple[int, int]:
+    """(mask, value) of flag tokens; a token with a leading ``!`` must be clear."""
+    mask = value = 0
+    for token in tokens:
+        negated = token.startswith("!")
+        name = token[1:] if negated else token
+        flag = names.get(name)
         if flag is None:
-            raise FrameError(f"unknown TCP flag letter {letter!r} in {spec!r}", hint=FLAGS_HINT)
-        if value & flag:
-            raise FrameError(f"TCP flag letter {letter!r} given twice", hint=FLAGS_HINT)
-        value |= flag
-    return ALL_FLAGS, value
+            raise FrameError(f"unknown {what} {token!r}{where}", hint=FLAGS_HINT)
+        if mask & flag:
+            raise FrameError(f"{what} {name!r} given twice", hint=FLAGS_HINT)
+        mask |= flag
+        if not negated:
+            value |= flag
+    return mask, value
 
 
 def parse_frame(text: str) -> Frame:
