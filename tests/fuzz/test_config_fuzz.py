@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.kinds import parse_frame
 from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.errors import ConfigError

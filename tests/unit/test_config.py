@@ -1,6 +1,7 @@
 import pytest
 
-from knockgate.config import describe, load_config, parse_config
+from knockgate.config.describe import describe
+from knockgate.config.load import load_config, parse_config
 from knockgate.errors import ConfigError
 from knockgate.model import PortSpec
 

@@ -4,7 +4,7 @@ import asyncio
 from collections import deque
 from ipaddress import ip_address
 
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.engine import Engine
 from knockgate.core.nft.first_stage import staged_doors
 from knockgate.core.nft.names import SCAN_RESET_PREFIX

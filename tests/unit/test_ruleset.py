@@ -1,4 +1,4 @@
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.nft.table import render_ruleset, render_teardown
 from knockgate.daemon.main import hidden_ports
 from knockgate.model import PortSpec

@@ -1,4 +1,4 @@
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.nft.names import SCAN_RESET_PREFIX
 from knockgate.core.nft.scan_guard import merge, render_scan_guard
 

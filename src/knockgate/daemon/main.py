@@ -20,7 +20,8 @@ from pathlib import Path
 
 from knockgate.compat.fwknop.wire import MAX_PAYLOAD as FWKNOP_MAX
 from knockgate.compat.fwknop.wire import MIN_PAYLOAD as FWKNOP_MIN
-from knockgate.config import Config, load_config
+from knockgate.config.load import load_config
+from knockgate.config.schema import Config
 from knockgate.core.actions import expand_argv
 from knockgate.core.decode import decode_datagram, decode_knock
 from knockgate.core.engine import Engine
