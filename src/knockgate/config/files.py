@@ -17,7 +17,8 @@ from knockgate.model import Frame
 def read_secret_file(file: Any, where: Where) -> str:
     """The text of an SPA key's secret_file, which only its owner may read or write."""
     if not isinstance(file, str) or not file.startswith("/"):
-        raise where.error("secret_file", "secret_file must be an absolute path")
+        raise where.error("secret_file", "secret_file must be an absolute path",
+                          "e.g. secret_file = '/etc/knockgate/NAME.key'")
     try:
         with open(file, encoding="ascii") as handle:
             mode = os.fstat(handle.fileno()).st_mode
@@ -54,17 +55,14 @@ def read_one_time(path: str, mask: int, value: int, where: Where | None = None
 
 
 def read_access_conf(path: str, where: Where) -> FwknopAccess:
-    """fwknop's access.conf with a stanza per SOURCE, each naming the OPEN_PORTS it guards.
-    Errors in the file name the file's own lines."""
+    """fwknop's access.conf, every stanza naming the OPEN_PORTS it guards. Errors in the file
+    name the file's own lines (parse_access_conf refuses a file without a stanza)."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             access = parse_access_conf(handle.read(), path)
     except OSError as exc:
         raise where.error("access", f"cannot read {path}: {exc.strerror}",
                           "point access at fwknop's access.conf") from exc
-    if not access.stanzas:
-        raise ConfigError("no SOURCE stanza", path=path, line=1,
-                          hint="an access.conf needs at least one SOURCE line")
     for stanza in access.stanzas:
         if not stanza.open_ports:
             raise ConfigError(

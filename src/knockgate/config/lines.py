@@ -37,7 +37,11 @@ class Lines:
             return self._keys[(table, index, key)]
         if key is not None and not table and (key, 0) in self._tables:
             return self._tables[(key, 0)]  # a top-level key written as a [table] header
-        return self._tables.get((table, index))
+        if (table, index) in self._tables:
+            return self._tables[(table, index)]
+        # A table written inline (`spa = 1`, `door = [1]`): the line of its key.
+        parent, _, name = table.rpartition(".")
+        return self._keys.get((parent, 0, name)) if name else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,7 +165,8 @@ class _Table:
     def boolean(self, key: str) -> bool:
         value = self.raw.get(key, self.options[key].default)
         if not isinstance(value, bool):
-            raise self.error(key, f"{key} must be true or false")
+            raise self.error(key, f"{key} must be true or false",
+                             f"e.g. {key} = {str(self.options[key].default).lower()}")
         return value
 
     def absolute_path(self, key: str) -> Any:
@@ -210,7 +211,8 @@ class _Table:
 
 
 def _parse_options(raw: Any, where: Where) -> DaemonOptions:
-    table = _Table.read(raw, DAEMON, where, "[daemon] must be a table")
+    table = _Table.read(raw, DAEMON, where, "[daemon] must be a table",
+                        "write a [daemon] header with the options below it")
     interfaces = raw.get("interfaces", [])
     if not isinstance(interfaces, list) or not all(isinstance(i, str) and i for i in interfaces):
         raise table.error("interfaces", "interfaces must be a list of names", "e.g. ['eth0']")
@@ -327,7 +329,7 @@ def _command(table: _Table, key: str, shell: bool) -> tuple[str, ...]:
     value = table.raw.get(key, [])
     if shell and isinstance(value, str):
         if not value.strip():
-            raise table.error(key, f"{key} is empty")
+            raise table.error(key, f"{key} is empty", "write the command, or leave the key out")
         # /bin/sh gets the address and door as $1 and $2, never pasted into the script.
         return ("/bin/sh", "-c", value.replace("{", "{{").replace("}", "}}"), "knockgate",
                 "{ip}", "{door}")
@@ -362,7 +364,8 @@ def _check_placeholders(arg: str, key: str, where: Where) -> None:
 
 
 def _parse_spa(raw: Any, path: str, lines: Lines) -> SpaConfig:
-    table = _Table.read(raw, SPA, Where(path, lines, "spa"), "[spa] must be a table")
+    table = _Table.read(raw, SPA, Where(path, lines, "spa"), "[spa] must be a table",
+                        "write a [spa] header, then [[spa.key]] tables")
     raw_keys = raw.get("key", [])
     if not isinstance(raw_keys, list) or not raw_keys:
         raise table.error("key", "[spa] has no [[spa.key]]", "add one per user, with name, "
@@ -385,10 +388,8 @@ def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
     if not opens and not actions:
         raise table.error(None, f"SPA key {name!r} may neither open ports nor run actions",
                           "add open = ['tcp:22'] or actions = { 21 = [...] }")
-    try:
-        key = SpaKey(name, _read_secret(table))
-    except ValueError as exc:
-        raise table.error("secret", str(exc), "generate one with 'knockgate keygen'") from exc
+    # _NAME and decode_secret have checked what SpaKey checks: it raises nothing here.
+    key = SpaKey(name, _read_secret(table))
     return SpaKeyConfig(
         key=key, open=opens, open_for=table.number("open_for"), actions=actions,
         sources=_parse_sources(table), allow_nat=table.boolean("allow_nat"),
@@ -400,13 +401,13 @@ def _read_secret(table: _Table) -> bytes:
     if ("secret" in table.raw) == ("secret_file" in table.raw):
         raise table.error(None, "give exactly one of secret and secret_file",
                           "secret_file = '/etc/knockgate/NAME.key' keeps it out of this file")
-    if "secret" in table.raw:
-        text, key = table.raw["secret"], "secret"
+    if "secret_file" in table.raw:
+        key, text = "secret_file", read_secret_file(table.raw["secret_file"], table.where)
     else:
-        key = "secret_file"
-        text = read_secret_file(table.raw["secret_file"], table.where)
-    if not isinstance(text, str):
-        raise table.error(key, f"{key} must be a string")
+        key, text = "secret", table.raw["secret"]
+        if not isinstance(text, str):
+            raise table.error(key, "secret must be a string",
+                              "write the base64 line from 'knockgate keygen' in quotes")
     try:
         return decode_secret(text)
     except ConfigError as exc:
@@ -439,7 +440,8 @@ def _parse_sources(table: _Table) -> tuple[IPNetwork, ...]:
 
 
 def _parse_fwknop(raw: Any, where: Where) -> FwknopConfig:
-    table = _Table.read(raw, FWKNOP, where, "[fwknop] must be a table")
+    table = _Table.read(raw, FWKNOP, where, "[fwknop] must be a table",
+                        "write a [fwknop] header with access = '/etc/fwknop/access.conf'")
     return FwknopConfig(
         access=read_access_conf(table.absolute_path("access"), where),
         port=table.number("port"),
