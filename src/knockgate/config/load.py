@@ -87,7 +87,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         raise top.error("door", "'door' must be an array of tables", "write [[door]] headers")
     doors = tuple(_parse_door(raw, Where(path, lines, "door", index), options.engine)
                   for index, raw in enumerate(raw_doors))
-    spa = _parse_spa(data["spa"], path, lines) if "spa" in data else None
+    spa_where = Where(path, lines, "spa")
+    spa = _parse_spa(data["spa"], spa_where) if "spa" in data else None
     fwknop = _parse_fwknop(data["fwknop"], Where(path, lines, "fwknop")) \
         if "fwknop" in data else None
     if not doors and spa is None and fwknop is None:
@@ -96,7 +97,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                           "or an [[spa.key]], or [fwknop]")
     check_doors_together(doors, path)
     if spa is not None:
-        check_spa_port(spa, doors, Where(path, lines, "spa"))
+        check_spa_port(spa, doors, spa_where)
     warnings = tuple(f"{path}:{door.line}: warning: door {door.name!r} runs its commands "
                      "through /bin/sh (shell = true); argv lists need no shell"
                      for door in doors if door.shell)
@@ -363,19 +364,20 @@ def _check_placeholders(arg: str, key: str, where: Where) -> None:
                               "use {ip}, {door} or {key}; write '{{' for a literal brace")
 
 
-def _parse_spa(raw: Any, path: str, lines: Lines) -> SpaConfig:
-    table = _Table.read(raw, SPA, Where(path, lines, "spa"), "[spa] must be a table",
+def _parse_spa(raw: Any, where: Where) -> SpaConfig:
+    table = _Table.read(raw, SPA, where, "[spa] must be a table",
                         "write a [spa] header, then [[spa.key]] tables")
     raw_keys = raw.get("key", [])
     if not isinstance(raw_keys, list) or not raw_keys:
         raise table.error("key", "[spa] has no [[spa.key]]", "add one per user, with name, "
                           "secret_file and open")
-    keys = tuple(_parse_spa_key(entry, Where(path, lines, "spa.key", index))
+    keys = tuple(_parse_spa_key(entry, Where(where.path, where.lines, "spa.key", index))
                  for index, entry in enumerate(raw_keys))
     try:
         make_keyring(entry.key for entry in keys)
-    except ConfigError as exc:
-        raise Where(path, lines, "spa.key").error(None, exc.reason, exc.hint) from exc
+    except ConfigError as exc:  # a name given twice: reported at the first key
+        raise Where(where.path, where.lines, "spa.key").error(None, exc.reason, exc.hint) \
+            from exc
     return SpaConfig(port=table.number("port"), max_age=table.number("max_age"), keys=keys)
 
 
