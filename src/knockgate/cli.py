@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from knockgate import __version__
 from knockgate.client.profiles import DEFAULT_PROFILES
-from knockgate.config import describe, load_config
+from knockgate.config.describe import describe
+from knockgate.config.load import load_config
 from knockgate.config.schema import DEFAULT_PATH
 from knockgate.core.kinds import parse_frame
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
-from typing import NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # the model is imported by every layer: it imports none of them at run time
+    from knockgate.core.spa import SpaKey
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 # The UDP port SPA clients send to and the daemon listens on unless told otherwise (fwknop's).
 DEFAULT_SPA_PORT = 62201
+# fwknopd's defaults, which knockgate's [fwknop] keeps: where its access.conf lives and how
+# many seconds a packet stays valid.
+FWKNOP_ACCESS_PATH = "/etc/fwknop/access.conf"
+FWKNOP_MAX_AGE = 120.0
 # A decision's source is an address, or its packed bytes on the daemon's hot path
 # (Engine.handle_knock), where building address objects per packet would cost too much.
 Source = IPAddress | bytes
@@ -99,16 +108,23 @@ class OneTimeSource:
     offset: int | None
 
 
+# "kernel": nftables matches a door's knocks itself; "userspace": the daemon does.
+ENGINES = ("kernel", "userspace")
+
+
 @dataclass(frozen=True, slots=True)
 class Door:
+    """A door as configured. Its field defaults are the [[door]] options' defaults:
+    config/schema.py reads them from here."""
+
     name: str
     sequence: tuple[Frame, ...]
-    timeout: float
-    open: tuple[PortSpec, ...]
-    open_for: float
+    timeout: float = 10.0
+    open: tuple[PortSpec, ...] = ()
+    open_for: float = 30.0
     command: tuple[str, ...] = ()
     stop_command: tuple[str, ...] = ()
-    command_delay: float = 0.0
+    command_delay: float = 10.0
     line: int = 0
     # knockd's _6 variants: run instead of command / stop_command for IPv6 sources.
     command_6: tuple[str, ...] = ()
@@ -117,8 +133,8 @@ class Door:
     target: IPv4Address | IPv6Address | None = None
     one_time: OneTimeSource | None = None
     shell: bool = False
-    # "kernel": nftables matches the knocks itself; "userspace": the daemon does.
-    engine: str = "userspace"
+    # One of ENGINES; where the kernel cannot run a door, the config falls back to userspace.
+    engine: str = "kernel"
     engine_reason: str = ""
     # Seconds a source that breaks the sequence (or scans) is ignored; kernel engine only.
     penalty: float = 0.0
@@ -129,6 +145,20 @@ class Door:
         if source.version == 6 and (self.command_6 or self.stop_command_6):
             return self.command_6, self.stop_command_6
         return self.command, self.stop_command
+
+
+@dataclass(frozen=True, slots=True)
+class SpaKeyConfig:
+    """One SPA user: the key and what it may do. Its field defaults are the [[spa.key]]
+    options' defaults: config/schema.py reads them from here."""
+
+    key: SpaKey
+    open: tuple[PortSpec, ...] = ()
+    open_for: float = 30.0
+    actions: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    sources: tuple[IPNetwork, ...] = ()
+    allow_nat: bool = False
+    line: int = 0
 
 
 # --- decisions returned by the engine -------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.kinds import parse_frame
 from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.errors import ConfigError
@@ -20,6 +20,10 @@ TOML_PIECES = st.sampled_from([
     "max_pending = 0\n", 'interfaces = [1]\n', "port = 70000\n", 'secret = "!!"\n',
     'secret_file = "relative"\n', "actions = { 0 = [] }\n", 'sources = ["300.1.1.1/8"]\n',
     "actions = { x = 1 }\n", 'state_dir = "rel"\n', "= \n", "[[\n", '"\n',
+    'engine = "kernel"\n', 'engine = "userspace"\n', "penalty = 5\n", 'target = "192.0.2.1"\n',
+    'tcp_flags = "s"\n', "shell = true\n", 'command = "/bin/true {ip}"\n', "spa = 1\n",
+    # Never the default access path: the host's own fwknop files are not this test's input.
+    '[fwknop]\naccess = "/nonexistent/access.conf"\n', "max_age = 0\n",
 ])
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from knockgate.config import describe, load_config, parse_config
+from knockgate.config.describe import describe
+from knockgate.config.load import load_config, parse_config
 from knockgate.errors import ConfigError
 from knockgate.model import PortSpec
 
@@ -98,6 +99,8 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(str(tmp_path / "missing.toml"))
     assert "missing.toml" in str(info.value)
+    assert (info.value.path, info.value.line) == (str(tmp_path / "missing.toml"), None)
+    assert info.value.hint == "pass --config with a readable file"
 
 
 def test_config_is_frozen():

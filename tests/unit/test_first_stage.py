@@ -4,7 +4,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from knockgate.config import describe, parse_config
+from knockgate.config.describe import describe
+from knockgate.config.load import parse_config
 from knockgate.core.kinds import parse_frame
 from knockgate.core.nft.first_stage import (
     earliest_first_knock,

@@ -21,7 +21,7 @@ from knockgate.compat.knockd.importer import (
     toml_array,
     toml_string,
 )
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.errors import ConfigError
 from knockgate.model import TcpFlag
 from tests.unit.test_knockd_conf import DEBIAN_DEFAULT, MAN_EXAMPLE

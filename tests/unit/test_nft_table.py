@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.kinds import parse_frame
 from knockgate.core.nft.grants import ElementGrant, concat_key, door_grant, port_grant
 from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors

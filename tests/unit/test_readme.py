@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

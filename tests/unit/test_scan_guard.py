@@ -1,4 +1,4 @@
-from knockgate.config import parse_config
+from knockgate.config.load import parse_config
 from knockgate.core.nft.names import SCAN_RESET_PREFIX
 from knockgate.core.nft.parts import TablePart
 from knockgate.core.nft.scan_guard import render_scan_guard

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from knockgate.config import SpaKeyConfig
 from knockgate.core.spa import VerifiedRequest
 from knockgate.errors import InvalidMessage
-from knockgate.model import IPAddress, PortSpec
+from knockgate.model import IPAddress, PortSpec, SpaKeyConfig
 
 
 class SpaGrant(NamedTuple):

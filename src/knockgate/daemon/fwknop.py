@@ -12,7 +12,7 @@ import shlex
 
 from knockgate.compat.fwknop.access import FwknopMatch, select_stanza
 from knockgate.compat.fwknop.wire import MsgType, replay_key
-from knockgate.config import FwknopConfig
+from knockgate.config.schema import FwknopConfig
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.replay import ReplayWindow
 from knockgate.core.spa_policy import SpaGrant

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from knockgate.config import Config, load_config
+from knockgate.config.load import load_config
+from knockgate.config.schema import Config
 from knockgate.core.gate import (
     Forgotten,
     GateDecision,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from knockgate.config import Config
+from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
 from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary

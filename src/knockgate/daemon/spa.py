@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from knockgate.config import SpaConfig
+from knockgate.config.schema import SpaConfig
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.replay import ReplayWindow
 from knockgate.core.spa import make_keyring, open_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from knockgate.config import read_one_time
+from knockgate.config.files import read_one_time
 from knockgate.errors import KnockgateError
 from knockgate.model import Door, OneTimeSource
 

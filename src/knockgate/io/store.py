@@ -27,7 +27,6 @@ from types import TracebackType
 
 from knockgate.errors import ConfigError, KnockgateError
 
-DEFAULT_STATE_DIR = "/var/lib/knockgate"
 FILE_NAME = "replay.sqlite3"
 FWKNOP_FILE_NAME = "fwknop-replay.sqlite3"  # its own file: its own age window and pruning
 
@@ -45,7 +44,7 @@ CREATE INDEX IF NOT EXISTS replay_ts ON replay (ts);
 class SqliteReplayStore:
     """A ``ReplayStore`` (core/replay.py) in ``<state_dir>/replay.sqlite3``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR,
+    def __init__(self, state_dir: str | os.PathLike[str],
                  file_name: str = FILE_NAME) -> None:
         directory = Path(state_dir)
         _prepare_state_dir(directory)

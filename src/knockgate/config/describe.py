@@ -1,0 +1,47 @@
+"""The doors and SPA keys of a configuration in words, for `knockgate check`."""
+
+from __future__ import annotations
+
+from knockgate.config.schema import Config
+from knockgate.core.kinds import format_frame
+from knockgate.core.nft.first_stage import first_stage_summary
+
+
+def describe(config: Config) -> list[str]:
+    """Human-readable summary for `knockgate check`."""
+    lines = []
+    for door in config.doors:
+        knocks = " ".join(format_frame(f) for f in door.sequence) or "(one-time sequences used up)"
+        opens = ", ".join(str(p) for p in door.open) or "nothing"
+        lines.append(f"door {door.name} (line {door.line}): knock {knocks} within "
+                     f"{door.timeout:g}s -> open {opens} for {door.open_for:g}s")
+        lines.append(f"  engine {door.engine}: {door.engine_reason}"
+                     + (f"; penalty {door.penalty:g}s" if door.penalty else ""))
+        if door.engine == "userspace":
+            lines.append(f"  {first_stage_summary(door)}")
+        if door.command:
+            lines.append(f"  runs {list(door.command)}")
+        if door.stop_command:
+            lines.append(f"  then after {door.command_delay:g}s {list(door.stop_command)}")
+    if config.fwknop is not None:
+        fw = config.fwknop
+        lines.append(f"fwknop SPA on udp:{fw.port} from {fw.access.path}, packets valid for "
+                     f"{fw.max_age:g}s")
+        for number, stanza in enumerate(fw.access.stanzas, start=1):
+            ports = ", ".join(f"{proto}:{port}" for proto, port in stanza.open_ports or ())
+            hmac = stanza.hmac_type if stanza.hmac_key else "NONE"
+            lines.append(f"  stanza {number} (line {stanza.line}): SOURCE "
+                         f"{', '.join(map(str, stanza.sources))} may open {ports} for "
+                         f"{stanza.fw_access_timeout}s (client may ask up to "
+                         f"{stanza.max_fw_timeout}s), HMAC {hmac}"
+                         + (", commands allowed" if stanza.enable_cmd_exec else ""))
+    if config.spa is not None:
+        lines.append(f"spa on udp:{config.spa.port}, packets valid for {config.spa.max_age:g}s")
+        for entry in config.spa.keys:
+            opens = ", ".join(str(p) for p in entry.open) or "nothing"
+            lines.append(f"  key {entry.key.name} (line {entry.line}): may open {opens} for "
+                         f"{entry.open_for:g}s" + (f", actions {sorted(entry.actions)}"
+                                                   if entry.actions else "")
+                         + (f", from {', '.join(map(str, entry.sources))}" if entry.sources
+                            else "") + (", NAT allowed" if entry.allow_nat else ""))
+    return lines
