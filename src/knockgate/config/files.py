@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from knockgate.compat.fwknop.access import FwknopAccess, parse_access_conf
-from knockgate.compat.knockd.conf import next_one_time_sequence
+from knockgate.compat.knockd.conf import one_time_frames
 from knockgate.config.lines import Where
 from knockgate.errors import ConfigError
 from knockgate.model import Frame
+
+if TYPE_CHECKING:
+    from knockgate.compat.fwknop.access import FwknopAccess
 
 
 def read_secret_file(file: Any, where: Where) -> str:
@@ -46,17 +48,14 @@ def read_one_time(path: str, mask: int, value: int, where: Where | None = None
             raise ConfigError(message, path=path) from exc
         raise where.error("one_time_sequences", message,
                           "one sequence per line, e.g. 7000,8000:udp,9000") from exc
-    found = next_one_time_sequence(text)
-    if found is None:
-        return (), None
-    frames = tuple(Frame("udp", knock.port) if knock.protocol == "udp"
-                   else Frame("tcp", knock.port, mask, value) for knock in found.sequence)
-    return frames, found.offset
+    return one_time_frames(text, mask, value)
 
 
 def read_access_conf(path: str, where: Where) -> FwknopAccess:
     """fwknop's access.conf, every stanza naming the OPEN_PORTS it guards. Errors in the file
     name the file's own lines (parse_access_conf refuses a file without a stanza)."""
+    from knockgate.compat.fwknop.access import parse_access_conf  # its crypto: fwknop only
+
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             access = parse_access_conf(handle.read(), path)

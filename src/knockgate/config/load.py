@@ -36,7 +36,6 @@ from knockgate.config.schema import (
 from knockgate.core.kinds import parse_frame
 from knockgate.core.kinds.ports import is_number, parse_flags, parse_port_spec
 from knockgate.core.nft.kernel_doors import kernel_reason
-from knockgate.core.spa import MAX_ACTION, SpaKey, decode_secret, make_keyring
 from knockgate.errors import ConfigError
 from knockgate.model import ENGINES, Door, Frame, IPNetwork, OneTimeSource, SpaKeyConfig
 
@@ -365,6 +364,8 @@ def _check_placeholders(arg: str, key: str, where: Where) -> None:
 
 
 def _parse_spa(raw: Any, where: Where) -> SpaConfig:
+    from knockgate.core.spa import make_keyring  # SPA crypto only for SPA configs
+
     table = _Table.read(raw, SPA, where, "[spa] must be a table",
                         "write a [spa] header, then [[spa.key]] tables")
     raw_keys = raw.get("key", [])
@@ -382,6 +383,8 @@ def _parse_spa(raw: Any, where: Where) -> SpaConfig:
 
 
 def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
+    from knockgate.core.spa import SpaKey
+
     table = _Table.read(raw, SPA_KEY, where, "each SPA key must be a table",
                         "write [[spa.key]]")
     name = table.name("SPA key", "alice")
@@ -400,6 +403,8 @@ def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
 
 
 def _read_secret(table: _Table) -> bytes:
+    from knockgate.core.spa import decode_secret
+
     if ("secret" in table.raw) == ("secret_file" in table.raw):
         raise table.error(None, "give exactly one of secret and secret_file",
                           "secret_file = '/etc/knockgate/NAME.key' keeps it out of this file")
@@ -417,6 +422,8 @@ def _read_secret(table: _Table) -> bytes:
 
 
 def _parse_actions(table: _Table) -> dict[int, tuple[str, ...]]:
+    from knockgate.core.spa import MAX_ACTION
+
     actions_table = table.raw.get("actions", {})
     hint = table.options["actions"].help
     if not isinstance(actions_table, dict):

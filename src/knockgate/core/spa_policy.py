@@ -6,11 +6,13 @@ request is granted whole or refused whole: nothing is half-applied.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from knockgate.core.spa import VerifiedRequest
 from knockgate.errors import InvalidMessage
 from knockgate.model import IPAddress, PortSpec, SpaKeyConfig
+
+if TYPE_CHECKING:  # the crypto behind it is imported only where SPA is configured
+    from knockgate.core.spa import VerifiedRequest
 
 
 class SpaGrant(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from knockgate.config.files import read_one_time
+from knockgate.compat.knockd.conf import one_time_frames
 from knockgate.errors import KnockgateError
 from knockgate.model import Door, OneTimeSource
 
@@ -17,15 +17,24 @@ def consume_one_time(door: Door) -> Door:
     if source is None or source.offset is None:
         raise KnockgateError(f"door {door.name} has no one-time sequence left")
     try:
-        fd = os.open(source.path, os.O_WRONLY)
+        fd = os.open(source.path, os.O_RDWR)
         try:
             os.pwrite(fd, b"#", source.offset)
             os.fsync(fd)  # a used sequence must stay used after a crash
+            text = _read_all(fd).decode("utf-8", "surrogateescape")
         finally:
             os.close(fd)
     except OSError as exc:
         raise KnockgateError(f"cannot write {source.path}: {exc.strerror}") from exc
-    frames, offset = read_one_time(source.path, source.flags_mask, source.flags_value)
+    frames, offset = one_time_frames(text, source.flags_mask, source.flags_value)
     return dataclasses.replace(door, sequence=frames,
                                one_time=OneTimeSource(source.path, source.flags_mask,
                                                       source.flags_value, offset))
+
+
+def _read_all(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 65536, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

@@ -44,7 +44,6 @@ from ipaddress import (
 )
 
 from knockgate.compat.fwknop.wire import (
-    DEFAULT_MAX_AGE,
     HMAC_TYPES,
     MAX_KEY_LEN,
     NAT_TYPES,
@@ -53,8 +52,8 @@ from knockgate.compat.fwknop.wire import (
     decode,
 )
 from knockgate.errors import ConfigError, InvalidMessage
+from knockgate.model import FWKNOP_ACCESS_PATH, FWKNOP_MAX_AGE
 
-DEFAULT_PATH = "/etc/fwknop/access.conf"
 DEFAULT_FW_ACCESS_TIMEOUT = 30
 DEFAULT_MAX_FW_TIMEOUT = 300
 MAX_TIMEOUT = 2 << 22  # fwknopd's RCHK_MAX_FW_TIMEOUT
@@ -239,7 +238,7 @@ class _Parser:
                          "see `man fwknopd` for the keys; knockgate's own are KNOCKGATE_*")
 
 
-def parse_access_conf(text: str, path: str = DEFAULT_PATH) -> FwknopAccess:
+def parse_access_conf(text: str, path: str = FWKNOP_ACCESS_PATH) -> FwknopAccess:
     """Parse access.conf text. Raises ConfigError (path, line, hint) on anything wrong."""
     parser = _Parser(path)
     for number, raw in enumerate(text.split("\n"), start=1):
@@ -486,7 +485,7 @@ class _Stanza:
 
 def select_stanza(stanzas: Iterable[FwknopStanza], payload: bytes, source: object, now: float,
                   *, destination: object = None,
-                  max_age: float = DEFAULT_MAX_AGE) -> FwknopMatch:
+                  max_age: float = FWKNOP_MAX_AGE) -> FwknopMatch:
     """Pick the stanza that accepts ``payload`` from ``source``, in file order, as fwknopd does.
 
     A stanza is skipped when its SOURCE (or DESTINATION) does not match, it has expired, its

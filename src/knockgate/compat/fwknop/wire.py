@@ -37,13 +37,13 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from knockgate.errors import InvalidMessage
+from knockgate.model import FWKNOP_MAX_AGE
 
 # fwknopd's MIN_SPA_DATA_SIZE. Measured with the 2.6.10 client: the smallest access packet it
 # builds (no HMAC, MD5 digest, one-letter user, 1.2.3.4,tcp/1) is exactly 140; with any HMAC
 # far more. Only a no-HMAC command like `-C x` comes out shorter (118), and fwknopd drops it.
 MIN_PAYLOAD = 140
 MAX_PAYLOAD = 1500  # fwknopd's MAX_SPA_PACKET_LEN
-DEFAULT_MAX_AGE = 120.0
 DEFAULT_PORT = 62201
 PROTOCOL_VERSION = "3.0.0"
 MAX_KEY_LEN = 32  # AES-256: the client refuses longer passphrases ("Invalid key length")
@@ -205,7 +205,7 @@ def replay_key(payload: bytes) -> bytes:
 
 
 def decode(payload: bytes, *, key: bytes, hmac_key: bytes | None, hmac_type: str = "sha256",
-           now: float, max_age: float = DEFAULT_MAX_AGE,
+           now: float, max_age: float = FWKNOP_MAX_AGE,
            allow_no_hmac: bool = False) -> FwknopRequest:
     """Verify and parse one fwknop SPA payload (the UDP data, bytes) against one stanza's keys.
 

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 
 from knockgate.errors import ConfigError
-from knockgate.model import TcpFlag
+from knockgate.model import Frame, TcpFlag
 
 DEFAULT_PATH = "/etc/knockd.conf"
 DEFAULT_SEQ_TIMEOUT = 25
@@ -170,6 +170,18 @@ def next_one_time_sequence(text: str) -> OneTimeSequence | None:
                 pass
         offset += len(raw.encode("utf-8", "surrogateescape")) + 1
     return None
+
+
+def one_time_frames(text: str, mask: int, value: int
+                    ) -> tuple[tuple[Frame, ...], int | None]:
+    """The next unused sequence of a One_Time_Sequences file's text as frames (TCP knocks get
+    the flags ``mask``/``value``), and where its line starts; ((), None) when used up."""
+    found = next_one_time_sequence(text)
+    if found is None:
+        return (), None
+    return tuple(Frame("udp", knock.port) if knock.protocol == "udp"
+                 else Frame("tcp", knock.port, mask, value) for knock in found.sequence), \
+        found.offset
 
 
 def mark_used(text: str, used: OneTimeSequence) -> str:
