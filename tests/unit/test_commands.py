@@ -84,17 +84,13 @@ def test_a_file_that_is_not_executable_cannot_start(tmp_path: Path,
     assert logged(logs) == [(logging.ERROR, f"{CONTEXT}: cannot start {script}: Permission denied")]
 
 
-def test_an_unknown_user_cannot_start(logs: pytest.LogCaptureFixture) -> None:
-    assert run(shutil.which("true") or "/bin/true", user="no-such-user-kg") is None
+@pytest.mark.parametrize(("owner", "name"), [("user", "no-such-user-kg"),
+                                           ("group", "no-such-group-kg")])
+def test_an_unknown_user_or_group_cannot_start(logs: pytest.LogCaptureFixture, owner: str,
+                                               name: str) -> None:
+    true = shutil.which("true") or "/bin/true"
+    assert run(true, **{owner: name}) is None
     ((level, message),) = logged(logs)
     assert level == logging.ERROR
-    assert message.startswith(f"{CONTEXT}: cannot start ")
-    assert "no-such-user-kg" in message
-
-
-def test_an_unknown_group_cannot_start(logs: pytest.LogCaptureFixture) -> None:
-    assert run(shutil.which("true") or "/bin/true", group="no-such-group-kg") is None
-    ((level, message),) = logged(logs)
-    assert level == logging.ERROR
-    assert message.startswith(f"{CONTEXT}: cannot start ")
-    assert "no-such-group-kg" in message
+    assert message.startswith(f"{CONTEXT}: cannot start {true}: ")
+    assert name in message

@@ -11,7 +11,7 @@ import json
 import logging
 import resource
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
@@ -28,6 +28,7 @@ from knockgate.daemon.spa import ReplayGuardedService, SpaService
 from knockgate.errors import KnockgateError
 from knockgate.io.store import FWKNOP_FILE_NAME, SqliteReplayStore
 from knockgate.model import Packet, PortSpec
+from tests.unit.test_replay import DictStore
 
 SERVER = ip_address("10.201.0.1")
 CLIENT = ip_address("10.201.0.2")  # the address the fwknop vectors ask to open
@@ -257,28 +258,13 @@ def test_fwknop_refused_after_admission_names_the_stanza(store: SqliteReplayStor
 # --- a replay store whose writes fail: nothing is granted twice -----------------------------
 
 
-class FailingStore:
-    """A ReplayStore (core/replay.py) whose writes fail while ``broken`` is set."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[bytes, bytes], int] = {}
-        self.broken = False
-
-    def load(self, not_before: float) -> Iterable[tuple[bytes, bytes, int]]:
-        return [(k, n, ts) for (k, n), ts in self.rows.items() if ts >= not_before]
-
-    def remember(self, key_id: bytes, nonce: bytes, timestamp: int) -> bool:
-        if self.broken:
-            raise KnockgateError("disk full")
-        if (key_id, nonce) in self.rows:
-            return False
-        self.rows[key_id, nonce] = timestamp
-        return True
+class FailingStore(DictStore):
+    """test_replay's store, whose writes (prune too) fail while ``broken`` is set."""
 
     def prune(self, older_than: float) -> int:
         if self.broken:
             raise KnockgateError("disk full")
-        return 0
+        return super().prune(older_than)
 
 
 @contextlib.contextmanager
