@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from knockgate.core.kinds import parse_frame
 from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
 from tests.support.testbed import CLIENT_V4, SERVER_V4, TestBed, inside, require_root_tools
 
@@ -66,16 +68,18 @@ class RunningDaemon:
         with self._changed:
             return "\n".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = 5.0, after: int = 0) -> str:
+    def wait_for(self, text: str, timeout: float = 5.0, after: int = 0, count: int = 1) -> str:
+        """The ``count``-th log line from line ``after`` on that holds ``text``."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self.lines[after:]:
-                    if text in line:
-                        return line
+                found = [line for line in self.lines[after:] if text in line]
+                if len(found) >= count:
+                    return found[count - 1]
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no log line with {text!r}; log so far:\n{self.log}")
+                    raise AssertionError(f"{len(found)} of {count} log lines with {text!r}; "
+                                         f"log so far:\n{self.log}")
                 self._changed.wait(min(left, 0.1))
 
     def mark(self) -> int:
@@ -158,3 +162,31 @@ def send_raw(bed, payload: bytes, source: str = CLIENT_V4, host: str = SERVER_V4
         sock.sendto(payload, (host, 62201))
 
 
+def knock_from(bed: TestBed, source: str, *frames: str) -> None:
+    """Plain knocks (a SYN, or a datagram) to SERVER_V4 from ``source``, any of the client's
+    IPv4 addresses (the knock client sends from the routed one). They reach the server after
+    every packet sent before them, so what they cause proves those were handled."""
+    for frame in map(parse_frame, frames):
+        if frame.proto == "udp":
+            with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((source, 0))
+                sock.sendto(b"\0", (SERVER_V4, frame.port))
+        else:
+            bed.send_syns([frame.port], source=source)
+
+
+def set_holds(bed: TestBed, name: str, address: str) -> bool:
+    """Whether the set ``name`` of table inet knockgate has an element for ``address``."""
+    listing = json.loads(bed.run(bed.server, "nft", "-j", "list", "set", "inet", "knockgate",
+                                 name).stdout)
+    elements = next(item["set"] for item in listing["nftables"] if "set" in item).get("elem", [])
+    return f'"{address}"' in json.dumps(elements)
+
+
+def wait_until_in_set(bed: TestBed, name: str, address: str, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not set_holds(bed, name, address):
+        if time.monotonic() > deadline:
+            listing = bed.run(bed.server, "nft", "list", "set", "inet", "knockgate", name)
+            raise AssertionError(f"{address} never entered {name}:\n{listing.stdout}")
+        time.sleep(0.02)

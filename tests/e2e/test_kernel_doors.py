@@ -19,6 +19,7 @@ from knockgate.core.nft.kernel_doors import KernelSettings
 from knockgate.core.nft.table import TablePlan, render_table
 from knockgate.io.nflog import LogEvent, NflogListener
 from knockgate.model import Door, PortSpec
+from tests.e2e.conftest import knock_from, wait_until_in_set
 from tests.support.testbed import (
     CLIENT_V4,
     CLIENT_V4_OTHER,
@@ -175,7 +176,9 @@ def test_penalty_box(bed, tmp_path):
     knock(bed, "tcp:7000", "tcp:1234")  # a port outside the sequence while knocking
     assert [e for e in elements(bed, "ssh-penalty_v4") if CLIENT_V4 in json.dumps(e)]
     knock(bed, *ALL_TCP)
-    time.sleep(0.05)
+    # Another source's first knock, sent after: in stage 1, it proves those were handled.
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7000")
+    wait_until_in_set(bed, "ssh-stage1_v4", CLIENT_V4_OTHER)
     assert not bed.can_connect(SERVER_V4, 22), "a penalised source's knocks are ignored"
     time.sleep(1.6)
     knock(bed, *ALL_TCP)
@@ -226,7 +229,9 @@ def test_nflog_listener_reports_each_opening(bed, tmp_path):
         assert [(event.prefix, event.source) for event in events] == [
             ("kg:ssh", ip_address(CLIENT_V4)), ("kg:web", ip_address(CLIENT_V6))]
         knock(bed, "tcp:7000", "udp:8000")
-        time.sleep(0.1)
+        # Stage 2 holds the source once the kernel has handled both knocks; it logs as it
+        # handles a packet (the listener asks for every message at once).
+        wait_until_in_set(bed, "ssh-stage2_v4", CLIENT_V4)
         assert queued(listener) == [], "only openings are logged"
 
 
@@ -238,8 +243,8 @@ def test_reload_keeps_grants_and_forgets_progress(bed, tmp_path):
     with inside(bed.client), socket.socket() as other:
         other.bind((CLIENT_V4_OTHER, 0))
         other.setblocking(False)
-        other.connect_ex((SERVER_V4, 7000))  # CLIENT_V4_OTHER is now in stage 1
-    time.sleep(0.05)
+        other.connect_ex((SERVER_V4, 7000))
+    wait_until_in_set(bed, "ssh-stage1_v4", CLIENT_V4_OTHER)  # progress the reload must drop
     load(bed, tmp_path, ruleset([door(timeout=8, penalty=30)], existing=existing_sets(bed)))
     assert bed.can_connect(SERVER_V4, 22), "a grant survives a reload"
     assert not elements(bed, "ssh-stage1_v4")

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.testbed import CLIENT_V4, SERVER_V4
+from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
     from tests.support.testbed import TestBed
-from tests.e2e.conftest import knockgate_cli, need_tool
+from tests.e2e.conftest import knock_from, knockgate_cli, need_tool
 
 KNOCKD_CONF = """\
 [options]
@@ -109,7 +109,10 @@ def test_knockgate_knock_opens_a_real_knockd(bed, knockd, frames):
 def test_wrong_order_keeps_knockd_shut(bed, knockd):
     knock(bed, "7000", "9000", "8000:udp")
     knockd.wait_for(f"{CLIENT_V4}: openSSH: Stage 1")
-    time.sleep(0.3)  # knockd would run its command within a few ms of the last knock
+    # knockd reads packets in order and runs a door's command before it reads on: once
+    # another source's first knock, sent after, is logged, the knocks above were handled.
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7000")
+    knockd.wait_for(f"{CLIENT_V4_OTHER}: openSSH: Stage 1")
     assert not bed.can_connect(SERVER_V4, 22), knockd.log
     assert "OPEN SESAME" not in knockd.log
     knock(bed, "7000", "8000:udp", "9000")  # and the right order still works afterwards
@@ -130,7 +133,11 @@ def test_knockgate_serves_knockd_conf_wrong_order_stays_shut(bed, serve, tmp_pat
     guard_port_22(bed, tmp_path)
     daemon = serve(write_conf(bed, tmp_path).read_text())
     knock(bed, "7000", "9000", "8000:udp")
-    time.sleep(0.3)
+    # A kernel door tells the daemon of openings only: another source's, knocked after these
+    # knocks, is logged after any opening they could cause, and must be the only one.
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7000", "udp:8000", "tcp:9000")
+    other = daemon.wait_for(f"opened nothing for {CLIENT_V4_OTHER}")
     assert not bed.can_connect(SERVER_V4, 22), daemon.log
+    assert [line for line in daemon.log.splitlines() if "opened" in line] == [other]
     knock(bed, "7000", "8000:udp", "9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import knockgate_cli, need_tool
+from tests.e2e.conftest import knock_from, knockgate_cli, need_tool
 from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, inside
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -82,7 +82,8 @@ def test_stanza_rules_and_garbage(bed, serve, tmp_path):
     fwknop_client(bed, "-s")  # 0.0.0.0 is refused by REQUIRE_SOURCE_ADDRESS
     for payload in (b"U2FsdGVkX1" + b"A" * 200, os.urandom(300), b"A" * 150):
         send_raw(bed, payload)
-    time.sleep(0.3)
+    # The client's packet and the three after it each get a debug line: all were handled.
+    daemon.wait_for(f"fwknop: dropped a packet from {CLIENT_V4}", count=4)
     assert not bed.can_connect(SERVER_V4, 22)
     assert "REQUIRE_SOURCE_ADDRESS" in daemon.log
     assert daemon.process.poll() is None
@@ -174,7 +175,10 @@ def test_one_time_sequences_are_consumed(bed, serve, tmp_path):
     (tmp_path / f"opened-{CLIENT_V4}").unlink()
     mark = daemon.mark()
     bed.run(bed.client, knock, SERVER_V4, "7001", "8001:udp", "9001")
-    time.sleep(0.5)
+    # Another source's knock, read after those: once it is logged, they were all handled.
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7002")
+    daemon.wait_for(f"{CLIENT_V4_OTHER} knock 1/3", after=mark)
+    assert "sequence completed" not in "\n".join(daemon.log.splitlines()[mark:])
     assert not (tmp_path / f"opened-{CLIENT_V4}").exists(), "a used sequence opens nothing"
     bed.run(bed.client, knock, SERVER_V4, "7002", "8002:udp", "9002")
     daemon.wait_for("is used up; the door is disabled", after=mark)

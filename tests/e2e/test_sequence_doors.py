@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import knockgate_cli, need_tool
+from tests.e2e.conftest import knock_from, knockgate_cli, need_tool
 from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4, SERVER_V6
 
 DOOR = """
@@ -31,6 +31,21 @@ def door(open_for: float, engine: str = "userspace") -> str:
 def knock(bed, *frames: str, host: str = SERVER_V4) -> None:
     result = knockgate_cli(bed, bed.client, "knock", host, *frames)
     assert result.returncode == 0, result.stderr
+
+
+def open_for_other_source(bed, daemon) -> str:
+    """The door opened for CLIENT_V4_OTHER, by knocks sent after everything before: the
+    opening's log line proves the daemon has handled whatever came before them."""
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7000", "udp:8000", "tcp:9000")
+    return daemon.wait_for(f"opened tcp:22 for {CLIENT_V4_OTHER}")
+
+
+def handed_over_other_source(bed, daemon) -> None:
+    """Another source's first two knocks, sent after everything before: the daemon logs the
+    second once the kernel hands it over, after any hand-over those knocks could cause."""
+    mark = daemon.mark()
+    knock_from(bed, CLIENT_V4_OTHER, "tcp:7000", "udp:8000")
+    daemon.wait_for(f"{CLIENT_V4_OTHER} knock 2/3", after=mark)
 
 
 @BOTH
@@ -81,10 +96,13 @@ def test_wrong_order_stays_shut(bed, serve, engine):
     # first stage is in the kernel, which hands the source over at udp:8000.
     knock(bed, "tcp:7000", "udp:8000", "tcp:7000", "tcp:9000")
     if engine == "userspace":
-        daemon.wait_for("reset (knock out of order)")
-    time.sleep(0.3)  # the last knock, after that reset, is handled too
+        # The third knock resets (and, being the first, restarts), the last resets again.
+        daemon.wait_for("reset (knock out of order)", count=2)
+        openings = []
+    else:  # the kernel tells the daemon of openings only: another source's is the proof
+        openings = [open_for_other_source(bed, daemon)]
     assert not bed.can_connect(SERVER_V4, 22)
-    assert "opened" not in daemon.log
+    assert [line for line in daemon.log.splitlines() if "opened" in line] == openings
 
 
 def test_userspace_door_restarts_after_the_handover(bed, serve):
@@ -108,7 +126,7 @@ def test_userspace_door_refuses_a_first_gap_longer_than_its_share(bed, serve):
     knock(bed, "tcp:7000")
     time.sleep(1.3)
     knock(bed, "udp:8000", "tcp:9000")
-    time.sleep(0.2)
+    handed_over_other_source(bed, daemon)
     assert not bed.can_connect(SERVER_V4, 22)
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
@@ -186,8 +204,8 @@ def test_knocks_to_other_destinations_do_not_count(bed, serve):
     daemon = serve(door(5))
     bed.run(bed.client, "ip", "route", "add", "10.201.9.9/32", "via", SERVER_V4)
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000", host="10.201.9.9")
-    time.sleep(0.3)
-    assert "knock 1/3" not in daemon.log
+    handed_over_other_source(bed, daemon)
+    assert f"{CLIENT_V4} knock" not in daemon.log
     assert not bed.can_connect(SERVER_V4, 22)
 
 
@@ -319,6 +337,6 @@ def test_userspace_door_reports_a_handed_source_that_touches_another_port(bed, s
     knock(bed, "tcp:5555")
     daemon.wait_for(f"{CLIENT_V4} reset on every door")
     knock(bed, "tcp:9000")
-    time.sleep(0.2)
+    handed_over_other_source(bed, daemon)
     assert not bed.can_connect(SERVER_V4, 22)
     assert "opened" not in daemon.log

@@ -96,9 +96,13 @@ def test_hostile_packets_are_rejected_and_the_daemon_lives(bed, serve, spa_setup
     }
     for payload in hostile.values():
         send_raw(bed, payload)
-    time.sleep(0.3)
+    # Sent after them all from another address, read after them all: once its line is
+    # logged, every hostile packet the kernel filter let through was handled.
+    send_raw(bed, hostile["wrong key"], source=CLIENT_V4_OTHER)
+    daemon.wait_for(f"dropped a packet from {CLIENT_V4_OTHER}: auth")
     assert not bed.can_connect(SERVER_V4, 22)
-    assert ": auth" in daemon.log, f"no debug line for the wrong key\n{daemon.log}"
+    assert f"dropped a packet from {CLIENT_V4}: auth" in daemon.log, \
+        f"no debug line for the wrong key\n{daemon.log}"
     # Wrong sizes, versions and key ids never leave the kernel filter.
     for reason in ("short", "long", "version", "unknown key"):
         assert f": {reason}" not in daemon.log, daemon.log
@@ -170,11 +174,13 @@ def test_ipv6(bed, serve, spa_setup):
 def test_the_spa_port_looks_dropped(bed, serve, spa_setup):
     """No socket is bound and the port is dropped: no ICMP 'port unreachable' comes back."""
     config, _ = spa_setup
-    serve(config())
+    daemon = serve(config())
     with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.5)
         sock.connect((SERVER_V4, 62201))
-        sock.send(b"probe")
+        # A probe the daemon logs (the wrong key), so we know it reached the server.
+        sock.send(sealed(SpaRequest(ports=(("tcp", 22),)), secret=OTHER_SECRET))
+        daemon.wait_for(f"dropped a packet from {CLIENT_V4}: auth")
         with pytest.raises(TimeoutError):
             sock.recv(10)  # ConnectionRefusedError here would mean an ICMP reply
         sock.connect((SERVER_V4, 62202))

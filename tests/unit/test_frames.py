@@ -2,7 +2,7 @@ import pytest
 
 from knockgate.core.kinds import format_frame, parse_frame
 from knockgate.core.kinds.ports import parse_flags, parse_port_spec
-from knockgate.errors import ConfigError, FrameError
+from knockgate.errors import FrameError
 from knockgate.model import ALL_FLAGS, Frame, PortSpec, TcpFlag
 
 F, S, R, P, A, U = (TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.PSH, TcpFlag.ACK, TcpFlag.URG)
@@ -59,15 +59,22 @@ def test_knockd_client_syntax():
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["", "tcp", "tcp:", "tcp:0", "tcp:65536", "tcp:-1", "tcp:abc", "icmp:1", "udp:80:s",
-     "tcp:80:q", "tcp:80:ss", "tcp:80:syn,syn", "tcp:80:syn,bogus", "tcp:80:s:x", "80:sctp",
-     "tcp:80:", "tcp: 80"],
+    ("text", "reason"),
+    [("", "bad frame ''"), ("tcp", "bad frame 'tcp'"), ("tcp:", "port '' is not a number"),
+     ("tcp:0", "port 0 is out of range"), ("tcp:65536", "port 65536 is out of range"),
+     ("tcp:-1", "port '-1' is not a number"), ("tcp:abc", "port 'abc' is not a number"),
+     ("icmp:1", "bad frame 'icmp:1'"), ("udp:80:s", "bad frame 'udp:80:s': UDP has no flags"),
+     ("tcp:80:q", "unknown TCP flag letter 'q' in 'q'"),
+     ("tcp:80:ss", "TCP flag letter 's' given twice"),
+     ("tcp:80:syn,syn", "TCP flag 'syn' given twice"),
+     ("tcp:80:syn,bogus", "unknown TCP flag 'bogus'"), ("tcp:80:s:x", "bad frame 'tcp:80:s:x'"),
+     ("80:sctp", "bad frame '80:sctp'"), ("tcp:80:", "empty TCP flags"),
+     ("tcp: 80", "port ' 80' is not a number")],
 )
-def test_bad_frames_raise_frame_error(text):
+def test_bad_frames_raise_frame_error(text, reason):
     with pytest.raises(FrameError) as info:
         parse_frame(text)
-    assert isinstance(info.value, ConfigError)
+    assert info.value.reason == reason
     assert info.value.hint
 
 

@@ -7,63 +7,52 @@ before anything is granted.
 
 from __future__ import annotations
 
-import logging
 import shlex
 
 from knockgate.compat.fwknop.access import FwknopMatch, select_stanza
 from knockgate.compat.fwknop.wire import MsgType, replay_key
 from knockgate.config.schema import FwknopConfig
-from knockgate.core.ratelimit import LogBudget
-from knockgate.core.replay import ReplayWindow
 from knockgate.core.spa_policy import SpaGrant
-from knockgate.daemon.spa import save_admitted
-from knockgate.errors import InvalidMessage, KnockgateError
+from knockgate.daemon.spa import ReplayEntry, ReplayGuardedService
+from knockgate.errors import InvalidMessage
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet, PortSpec
 
-log = logging.getLogger("knockgate.fwknop")
 _REPLAY_ID = b"fwknop"
 
 
-class FwknopService:
+class FwknopSpa:
+    """fwknop's format (compat/fwknop/): its replay key is the digest of the raw payload."""
+
+    name = "fwknop"
+
+    def __init__(self, config: FwknopConfig) -> None:
+        self._config = config
+
+    def replay_key(self, unverified_payload: bytes) -> tuple[bytes, bytes]:
+        return _REPLAY_ID, replay_key(unverified_payload)
+
+    def open(self, packet: Packet, now: float) -> FwknopMatch:
+        return select_stanza(self._config.access.stanzas, packet.payload, packet.src, now,
+                             destination=packet.dst, max_age=self._config.max_age)
+
+    def entry(self, opened: FwknopMatch) -> ReplayEntry:
+        return ReplayEntry(_REPLAY_ID, opened.request.replay_digest, opened.request.timestamp)
+
+    def who(self, opened: FwknopMatch) -> str:
+        return f"stanza {opened.stanza_number}"
+
+    def grant(self, opened: FwknopMatch, packet: Packet) -> SpaGrant:
+        return _grant(opened)
+
+
+class FwknopService(ReplayGuardedService[FwknopMatch]):
+    """fwknop-compatible SPA, as the daemon builds it from ``[fwknop]``."""
+
+    config: FwknopConfig
+
     def __init__(self, config: FwknopConfig, store: SqliteReplayStore, now: float) -> None:
-        self.config = config
-        self.store = store
-        self._window = ReplayWindow(store, now=now, max_age=config.max_age)
-        self._debug_budget = LogBudget(rate=20, burst=50)
-
-    def handle(self, packet: Packet, now: float) -> SpaGrant | None:
-        digest = replay_key(packet.payload)
-        if self._window.seen(_REPLAY_ID, digest):
-            log.warning("fwknop: replayed packet from %s refused", packet.src)
-            return None
-        try:
-            match = select_stanza(self.config.access.stanzas, packet.payload, packet.src, now,
-                                  destination=packet.dst, max_age=self.config.max_age)
-        except InvalidMessage as exc:
-            if self._debug_budget.allow(now):
-                log.debug("fwknop: dropped a packet from %s: %s", packet.src, exc.reason)
-            return None
-        try:
-            self._window.admit_entry(_REPLAY_ID, digest, match.request.timestamp, now)
-            return _grant(match)
-        except InvalidMessage as exc:
-            log.warning("fwknop: stanza %d, packet from %s refused: %s", match.stanza_number,
-                        packet.src, exc.reason)
-        except KnockgateError as exc:
-            log.error("fwknop: packet from %s refused, the replay store failed: %s",
-                      packet.src, exc)
-        return None
-
-    def save(self) -> None:
-        """Persist what ``handle`` admitted: the daemon calls it right after acting."""
-        save_admitted(self._window, "fwknop")
-
-    def prune(self, now: float) -> None:
-        try:
-            self._window.prune(now)
-        except KnockgateError as exc:
-            log.error("fwknop: pruning the replay store failed: %s", exc)
+        super().__init__(FwknopSpa(config), config, store, now)
 
 
 def _grant(match: FwknopMatch) -> SpaGrant:

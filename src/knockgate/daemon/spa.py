@@ -1,5 +1,9 @@
 """SPA on the daemon's side: verify, admit once, authorize. Effects stay with the daemon.
 
+One service (``ReplayGuardedService``) runs every SPA wire format; a format (``SpaFormat``)
+only says how its packets are authenticated, what the replay window records and what an
+admitted packet earns. knockgate's own format is here, fwknop's is in daemon/fwknop.py.
+
 Every rejection of an unauthenticated packet is logged at debug level only (and rate-limited):
 to the outside, and to a log reader during a flood, all garbage looks the same. Rejections of
 authenticated packets (replays, refused ports) are warnings: they name a real key.
@@ -8,66 +12,153 @@ authenticated packets (replays, refused ports) are warnings: they name a real ke
 from __future__ import annotations
 
 import logging
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from knockgate.config.schema import SpaConfig
 from knockgate.core.ratelimit import LogBudget
 from knockgate.core.replay import ReplayWindow
-from knockgate.core.spa import make_keyring, open_at
+from knockgate.core.spa import VerifiedRequest, make_keyring, open_at
 from knockgate.core.spa_policy import SpaGrant, authorize
 from knockgate.errors import InvalidMessage, KnockgateError
 from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet
 
-log = logging.getLogger("knockgate.spa")
+Opened = TypeVar("Opened")
 
 
-class SpaService:
-    def __init__(self, config: SpaConfig, store: SqliteReplayStore, now: float) -> None:
+class ReplayEntry(NamedTuple):
+    """What the replay window admits once: an authenticated (key id, nonce) and its time."""
+
+    key_id: bytes
+    nonce: bytes
+    timestamp: int
+
+
+class ServiceConfig(Protocol):
+    """The part of a format's configuration the shared service reads."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def max_age(self) -> float: ...
+
+
+class SpaFormat(Protocol[Opened]):
+    """What one SPA wire format contributes; ``Opened`` is a packet that authenticated."""
+
+    # Names the logger (knockgate.NAME) and starts every log line ("NAME: ...").
+    name: str
+
+    def replay_key(self, unverified_payload: bytes) -> tuple[bytes, bytes] | None:
+        """A (key id, nonce) to look up before any crypto, or None to look up only after."""
+        ...
+
+    def open(self, packet: Packet, now: float) -> Opened:
+        """Authenticate ``packet`` at wall-clock time ``now``; InvalidMessage if it fails."""
+        ...
+
+    def entry(self, opened: Opened) -> ReplayEntry:
+        ...
+
+    def who(self, opened: Opened) -> str:
+        """The key (or stanza) that authenticated the packet, e.g. "key alice"."""
+        ...
+
+    def grant(self, opened: Opened, packet: Packet) -> SpaGrant:
+        """What an admitted packet earns; InvalidMessage if what it asks is refused."""
+        ...
+
+
+class ReplayGuardedService(Generic[Opened]):
+    """Turns the packets of one SPA format into grants, each packet at most once."""
+
+    def __init__(self, spa_format: SpaFormat[Opened], config: ServiceConfig,
+                 store: SqliteReplayStore, now: float) -> None:
         self.config = config
         self.store = store
-        self._keyring = make_keyring(entry.key for entry in config.keys)
-        self._policies = config.by_name()
+        self.rejected = 0  # unauthenticated packets dropped, for the daemon's state report
+        self._format = spa_format
+        self._name = spa_format.name
+        self._log = logging.getLogger(f"knockgate.{spa_format.name}")
         self._window = ReplayWindow(store, now=now, max_age=config.max_age)
         self._debug_budget = LogBudget(rate=20, burst=50)
-        self.rejected = 0
 
     def handle(self, packet: Packet, now: float) -> SpaGrant | None:
         """The grant ``packet`` earns at wall-clock time ``now``, or None (already logged)."""
+        early = self._format.replay_key(packet.payload)
+        if early is not None and self._window.seen(*early):
+            self._log.warning("%s: replayed packet from %s refused", self._name, packet.src)
+            return None
         try:
-            verified = open_at(unverified_packet=packet.payload, now=now,
-                               max_age=self.config.max_age, keyring=self._keyring)
+            opened = self._format.open(packet, now)
         except InvalidMessage as exc:
             self.rejected += 1
             if self._debug_budget.allow(now):
-                log.debug("spa: dropped a packet from %s: %s", packet.src, exc.reason)
+                self._log.debug("%s: dropped a packet from %s: %s", self._name, packet.src,
+                                exc.reason)
             return None
         try:
-            self._window.admit(verified, now)
-            return authorize(verified, packet.src, self._policies[verified.key_name])
+            self._window.admit_entry(*self._format.entry(opened), now)
+            return self._format.grant(opened, packet)
         except InvalidMessage as exc:
-            log.warning("spa: key %s, packet from %s refused: %s", verified.key_name,
-                        packet.src, exc.reason)
+            self._log.warning("%s: %s, packet from %s refused: %s", self._name,
+                              self._format.who(opened), packet.src, exc.reason)
         except KnockgateError as exc:
-            log.error("spa: key %s, packet from %s refused, the replay store failed: %s",
-                      verified.key_name, packet.src, exc)
+            self._log.error("%s: %s, packet from %s refused, the replay store failed: %s",
+                            self._name, self._format.who(opened), packet.src, exc)
         return None
 
     def save(self) -> None:
-        """Persist what ``handle`` admitted: the daemon calls it right after acting."""
-        save_admitted(self._window, "spa")
+        """Persist what ``handle`` admitted: the daemon calls it right after acting (see
+        core/replay.py for the order)."""
+        try:
+            if self._window.save():
+                self._log.warning("%s: the replay store already held a packet just admitted",
+                                  self._name)
+        except KnockgateError as exc:
+            self._log.error("%s: the replay store failed, packets are refused until it works: "
+                            "%s", self._name, exc)
 
     def prune(self, now: float) -> None:
         try:
             self._window.prune(now)
         except KnockgateError as exc:
-            log.error("spa: pruning the replay store failed: %s", exc)
+            self._log.error("%s: pruning the replay store failed: %s", self._name, exc)
 
 
-def save_admitted(window: ReplayWindow, what: str) -> None:
-    """``window.save()`` with its outcome logged; see core/replay.py for the order."""
-    try:
-        if window.save():
-            log.warning("%s: the replay store already held a packet just admitted", what)
-    except KnockgateError as exc:
-        log.error("%s: the replay store failed, packets are refused until it works: %s",
-                  what, exc)
+class KnockgateSpa:
+    """knockgate's own format (core/spa.py): authenticated first, so a replay is refused, and
+    logged with the key it names, only once the packet proves it holds that key."""
+
+    name = "spa"
+
+    def __init__(self, config: SpaConfig) -> None:
+        self._max_age = config.max_age
+        self._keyring = make_keyring(entry.key for entry in config.keys)
+        self._policies = config.by_name()
+
+    def replay_key(self, unverified_payload: bytes) -> None:
+        return None
+
+    def open(self, packet: Packet, now: float) -> VerifiedRequest:
+        return open_at(unverified_packet=packet.payload, now=now, max_age=self._max_age,
+                       keyring=self._keyring)
+
+    def entry(self, opened: VerifiedRequest) -> ReplayEntry:
+        return ReplayEntry(opened.key_id, opened.nonce, opened.timestamp)
+
+    def who(self, opened: VerifiedRequest) -> str:
+        return f"key {opened.key_name}"
+
+    def grant(self, opened: VerifiedRequest, packet: Packet) -> SpaGrant:
+        return authorize(opened, packet.src, self._policies[opened.key_name])
+
+
+class SpaService(ReplayGuardedService[VerifiedRequest]):
+    """knockgate's SPA, as the daemon builds it from ``[spa]``."""
+
+    config: SpaConfig
+
+    def __init__(self, config: SpaConfig, store: SqliteReplayStore, now: float) -> None:
+        super().__init__(KnockgateSpa(config), config, store, now)
