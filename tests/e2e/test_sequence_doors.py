@@ -297,6 +297,11 @@ def test_interfaces_lists_the_namespace_links(bed):
     assert bed.server_if in result.stdout and "loopback" in result.stdout
 
 
+def received_packets(bed) -> int:
+    path = f"/sys/class/net/{bed.server_if}/statistics/rx_packets"
+    return int(bed.run(bed.server, "cat", path).stdout)
+
+
 @BOTH
 def test_knocks_on_an_interface_not_named_do_not_count(bed, serve, engine):
     """The kernel's rules (kernel doors, the first stage) honour `interfaces` as the capture
@@ -304,8 +309,12 @@ def test_knocks_on_an_interface_not_named_do_not_count(bed, serve, engine):
     bed.listen(22)
     bed.run(bed.server, "ip", "link", "add", "kgother0", "type", "veth", "peer", "name", "kgother1")
     daemon = serve(door(5, engine), "--interface", "kgother0")
+    arrived = received_packets(bed)
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while received_packets(bed) < arrived + 3:  # proof the knocks reached the server's veth
+        assert time.monotonic() < deadline, "the knocks never arrived"
+        time.sleep(0.02)
     assert not bed.can_connect(SERVER_V4, 22), daemon.log
     assert "opened" not in daemon.log and "knock 1/3" not in daemon.log
 
