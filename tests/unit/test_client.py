@@ -1,8 +1,12 @@
+import socket
 import struct
 from ipaddress import ip_address
 
-from knockgate.client.knock import _checksum, connect_can_send, tcp_segment
+import pytest
+
+from knockgate.client.knock import _checksum, connect_can_send, resolve, tcp_segment
 from knockgate.core.kinds import parse_frame
+from knockgate.errors import KnockgateError
 
 
 def test_ipv4_tcp_checksum_verifies():
@@ -19,3 +23,34 @@ def test_which_frames_need_raw_sockets():
     assert connect_can_send(parse_frame("tcp:1:i"))
     assert not connect_can_send(parse_frame("tcp:1:x"))
     assert not connect_can_send(parse_frame("udp:1"))
+
+
+def _resolver_answers(monkeypatch, answer: str) -> list[tuple[str, int]]:
+    asked: list[tuple[str, int]] = []
+
+    def getaddrinfo(host, port, family=0, kind=0):
+        asked.append((host, family))
+        if answer == "fail":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET6 if ":" in answer else socket.AF_INET, kind, 0, "", (answer, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_address_literals_skip_the_resolver(monkeypatch):
+    asked = _resolver_answers(monkeypatch, "fail")
+    assert resolve("10.201.0.1") == ip_address("10.201.0.1")
+    assert resolve("fd00:201::1", socket.AF_INET6) == ip_address("fd00:201::1")
+    assert asked == []
+
+
+def test_names_scoped_literals_and_other_families_go_to_the_resolver(monkeypatch):
+    asked = _resolver_answers(monkeypatch, "fe80::1%lo")
+    assert resolve("server.example") == ip_address("fe80::1")
+    assert resolve("fe80::1%lo") == ip_address("fe80::1")
+    assert asked == [("server.example", socket.AF_UNSPEC), ("fe80::1%lo", socket.AF_UNSPEC)]
+    asked = _resolver_answers(monkeypatch, "fail")
+    with pytest.raises(KnockgateError, match=r"cannot resolve '10\.201\.0\.1'"):
+        resolve("10.201.0.1", socket.AF_INET6)
+    assert asked == [("10.201.0.1", socket.AF_INET6)]
