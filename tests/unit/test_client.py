@@ -1,5 +1,9 @@
+import base64
+import json
 import socket
 import struct
+import subprocess
+import sys
 from ipaddress import ip_address
 
 import pytest
@@ -54,3 +58,37 @@ def test_names_scoped_literals_and_other_families_go_to_the_resolver(monkeypatch
     with pytest.raises(KnockgateError, match=r"cannot resolve '10\.201\.0\.1'"):
         resolve("10.201.0.1", socket.AF_INET6)
     assert asked == [("10.201.0.1", socket.AF_INET6)]
+
+
+# Each client command, run in a fresh interpreter with its senders stubbed out (nothing leaves):
+# what it imports beyond knockgate.config.schema, which the parser reads DEFAULT_PATH from.
+_IMPORTS_OF = """
+import json, sys
+import knockgate.config.schema
+before = set(sys.modules)
+import knockgate.client.knock as sender
+sender.send_frame = sender.send_datagram = lambda *args: None
+from knockgate.cli import run
+code = run(sys.argv[1:])
+print(json.dumps({"code": int(code), "imported": sorted(set(sys.modules) - before)}))
+"""
+_SERVER_SIDE = ("asyncio", "logging.handlers", "tomllib", "knockgate.config.", "knockgate.core.nft",
+                "knockgate.daemon", "knockgate.io", "knockgate.compat.knockd",
+                "knockgate.compat.fwknop.access")
+_SECRET = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.mark.parametrize(("argv", "forbidden"), [
+    (["knock", "127.0.0.1", "tcp:7000", "udp:8000", "tcp:9000"],
+     (*_SERVER_SIDE, "cryptography", "knockgate.core.spa", "knockgate.compat")),
+    (["open", "127.0.0.1", "--key-name", "k", "--secret", _SECRET, "--open", "tcp:22",
+      "--profiles", "/nonexistent/client.toml"], _SERVER_SIDE),
+    (["open", "127.0.0.1", "--fwknop", "--key-base64", _SECRET, "--hmac-key-base64", _SECRET,
+      "--open", "tcp:22"], _SERVER_SIDE),
+], ids=["knock", "open", "open --fwknop"])
+def test_client_commands_import_only_what_they_use(argv, forbidden):
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_OF, *argv], capture_output=True,
+                          text=True, check=True)
+    result = json.loads(done.stdout)
+    assert result["code"] == 0, done.stderr
+    assert [name for name in result["imported"] if name.startswith(forbidden)] == []
