@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from knockgate.client import DEFAULT_PROFILES
 from knockgate.errors import ConfigError
@@ -21,8 +20,10 @@ from knockgate.errors import ConfigError
 _KEYS = {"host", "key_name", "secret", "secret_file", "open", "action", "port", "allow_ip"}
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
+class Profile(NamedTuple):
+    """One [server.NAME] table. A NamedTuple, not a frozen dataclass: making the dataclass
+    took ~0.7 ms of every `knockgate open`."""
+
     host: str | None = None
     key_name: str | None = None
     secret: str | None = None
