@@ -16,8 +16,8 @@ the machine hits them alike), after one warm-up run each:
 knockgate runs as users run it, through the venv's console script (``.venv/bin/knockgate``,
 pip's wrapper; ``python -m knockgate`` only where there is none: the table says which), with
 PYTHONPATH set to ``--src`` (default: this checkout's src/) and that tree's bytecode compiled
-first, as pip does when it installs a package. Every packet goes to 127.0.0.1, to ports this
-script first checks are closed.
+first (into its __pycache__), as pip does when it installs a package. Every packet goes to
+127.0.0.1, to ports this script first checks are closed.
 
 Wall time is perf_counter around posix_spawn and wait4. Peak RSS comes from GNU time's ``%M``
 (its child's ``ru_maxrss``), in separate runs: the ``ru_maxrss`` that os.wait4 returns to this
