@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
 
@@ -66,7 +66,6 @@ LOOPBACK = "127.0.0.1"
 # The ports the clients send to: the sequence of the other benchmarks, and the SPA port.
 TCP_PORTS = (7000, 9000)
 UDP_PORTS = (8000, 62201)
-MB = 1024 * 1024
 
 # Issue 10's targets: wall time as a multiple of the bare interpreter's, peak RSS in MB.
 KNOCK_RATIO, KNOCK_RSS_MB, OPEN_RATIO = 3.0, 18.0, 5.0
@@ -177,7 +176,7 @@ def check_ports_closed() -> None:
                                  "listens there first") from None
 
 
-def _fail(argv: list[str], env: dict[str, str]) -> None:
+def _fail(argv: list[str], env: dict[str, str]) -> NoReturn:
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     raise SystemExit(f"footprint: `{' '.join(argv)}` failed (status {done.returncode}): "
                      f"{done.stderr.strip() or done.stdout.strip()}")
