@@ -1,22 +1,21 @@
-"""Command line. The only place exceptions become exit codes."""
+"""Command line. The only place exceptions become exit codes.
+
+Imports follow the work: this module imports only what building the parser needs, and each
+subcommand imports its own modules, so `knockgate knock` does not load the config reader, the
+crypto or the firewall layers (bench/footprint.py measures what each subcommand costs).
+"""
 
 from __future__ import annotations
 
 import argparse
 import enum
-import logging
-import logging.handlers
-import os
 import socket
 import sys
 from collections.abc import Sequence
 
 from knockgate import __version__
-from knockgate.client.profiles import DEFAULT_PROFILES
-from knockgate.config.describe import describe
-from knockgate.config.load import load_config
-from knockgate.config.schema import DEFAULT_PATH
-from knockgate.core.kinds import parse_frame
+from knockgate.client import DEFAULT_PROFILES
+from knockgate.config import DEFAULT_PATH
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
 from knockgate.model import DEFAULT_SPA_PORT
 
@@ -102,6 +101,9 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None) -> None:
+    import logging
+    import logging.handlers
+
     handlers: list[logging.Handler] = []
     plain = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     if use_syslog:
@@ -122,6 +124,7 @@ def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None)
 
 
 def _serve(args: argparse.Namespace) -> None:
+    from knockgate.config.load import load_config
     from knockgate.daemon.main import serve
 
     config = load_config(args.config)
@@ -130,6 +133,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from knockgate.config.describe import describe
+    from knockgate.config.load import load_config
+
     config = load_config(args.config)
     for line in describe(config):
         print(line)
@@ -141,6 +147,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _knock(args: argparse.Namespace) -> None:
     from knockgate.client.knock import knock, resolve
+    from knockgate.core.kinds import parse_frame
 
     frames = [parse_frame(text) for text in args.frames]
     address = resolve(args.host, args.family or socket.AF_UNSPEC)
@@ -168,6 +175,8 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _keygen(_: argparse.Namespace) -> None:
+    import os
+
     from knockgate.core.spa import SECRET_SIZE, generate_secret
 
     print(generate_secret(os.urandom(SECRET_SIZE)))

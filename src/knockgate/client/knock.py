@@ -18,7 +18,21 @@ from knockgate.model import Frame, IPAddress, TcpFlag
 _IPV6_CHECKSUM = 7
 
 
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ip_address(host)
+    except ValueError:
+        return None
+
+
 def resolve(host: str, family: int = socket.AF_UNSPEC) -> IPAddress:
+    """``host`` itself if it is an address of ``family`` (or of any, for AF_UNSPEC), else the
+    resolver's first answer. Literals skip the resolver, whose first call costs ~2 ms of
+    start-up (the IDNA codec, the C library's set-up); scoped ones ("fe80::1%eth0") do not,
+    as the resolver's answer drops the scope."""
+    literal = None if "%" in host else _literal(host)
+    if literal is not None and family in (socket.AF_UNSPEC, _family(literal)):
+        return literal
     try:
         infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)
     except socket.gaierror as exc:

@@ -6,6 +6,9 @@
 - checks.py: checks across doors and SPA;
 - describe.py: the configuration in words, for `knockgate check`.
 
-Deliberately empty of code: importing schema (as the CLI does for DEFAULT_PATH) must not import
-the parser.
+Nothing else lives here: the CLI imports DEFAULT_PATH from this module while it builds its
+parser, and `knockgate knock` must not pay for the schema, let alone the parser.
 """
+
+DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
+DEFAULT_STATE_DIR = "/var/lib/knockgate"

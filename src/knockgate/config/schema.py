@@ -7,8 +7,7 @@ tables read it from there, so validation and a value built in code cannot disagr
 option that no field stores as written (a file to read, a table of tables) declares its default
 in its table.
 
-Light on purpose: the CLI imports DEFAULT_PATH from here while building its parser, so this module
-imports the model and two constants of core/, never the parser, crypto or compat code.
+It imports the model and two constants of core/, never the parser, crypto or compat code.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from knockgate.config import DEFAULT_STATE_DIR
 from knockgate.core.engine import DEFAULT_MAX_PENDING
 from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP
 from knockgate.model import (
@@ -33,8 +33,6 @@ from knockgate.model import (
 if TYPE_CHECKING:
     from knockgate.compat.fwknop.access import FwknopAccess
 
-DEFAULT_PATH = "/etc/knockgate/knockgate.toml"
-DEFAULT_STATE_DIR = "/var/lib/knockgate"
 
 MAX_OPEN_FOR = 7 * 24 * 3600  # seconds; also the bound of penalty and command_delay
 
