@@ -102,12 +102,13 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None) -> None:
     import logging
-    import logging.handlers
 
     handlers: list[logging.Handler] = []
     plain = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     if use_syslog:
-        handlers.append(logging.handlers.SysLogHandler(address="/dev/log"))
+        from logging.handlers import SysLogHandler
+
+        handlers.append(SysLogHandler(address="/dev/log"))
         handlers[-1].setFormatter(logging.Formatter("knockgate[%(process)d]: %(message)s"))
     else:
         handlers.append(logging.StreamHandler(sys.stderr))

@@ -16,7 +16,6 @@ same opaque ``InvalidMessage``; its ``reason`` is for debug logs.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import struct
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from knockgate.errors import ConfigError, InvalidMessage
@@ -129,7 +129,10 @@ class SpaKey:
 
 def key_id_for(name: str) -> bytes:
     """The 8-byte key id sent in clear: a domain-separated SHA-256 of the key's name."""
-    return hashlib.sha256(_KEY_ID_DOMAIN + name.encode("utf-8")).digest()[:KEY_ID_SIZE]
+    # cryptography's SHA-256, not hashlib's: hashlib would load a second OpenSSL (~4 MB).
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(_KEY_ID_DOMAIN + name.encode("utf-8"))
+    return digest.finalize()[:KEY_ID_SIZE]
 
 
 def make_keyring(keys: Iterable[SpaKey]) -> dict[bytes, SpaKey]:
