@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.config.load import load_config
 from knockgate.config.schema import Config
@@ -44,13 +44,9 @@ from knockgate.model import Progress, Reset
 log = logging.getLogger("knockgate")
 _SHUTDOWN_COMMAND_BUDGET = 0.5
 _PRUNE_EVERY = 60.0
-# Each knock and reset is logged, but a flood of them must not become a flood of log lines.
-_STAGE_LOGS_PER_SECOND = 50.0
-_STAGE_LOG_BURST = 200
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     """What the daemon holds for its whole life, opened before it starts."""
 
     loop: Loop
@@ -135,41 +131,34 @@ class Daemon:
                 log.error("teardown: %s", exc)
 
     def _reload(self) -> None:
+        """All or nothing: a config that fails to load, prepare or install changes nothing."""
         notify("RELOADING=1")
-        old = self.setup
-        try:
-            config = load_config(old.config.path)
-            fresh = prepare(config, self._interfaces(config), self.resources.stores,
-                            self._wall_clock())
-        except KnockgateError as exc:
-            log.error("reload failed, still serving the previous configuration: %s", exc)
-            notify("READY=1")
-            return
-        try:
-            nflog = self._listener_for(config)
-            self._install(config)
-        except KnockgateError as exc:
-            fresh.close()
-            log.error("reload failed, still serving the previous configuration: %s", exc)
-            notify("READY=1")
-            return
-        self._switch_listener(nflog)
-        self._unwatch(old)
-        self.setup = fresh
-        self._watch(fresh)
-        log_setup(config, "reloaded")
-        notify("READY=1")
-
-    def _listener_for(self, config: Config) -> NflogListener:
-        group = config.options.nflog_group
-        return self.nflog if group == self.nflog.group else NflogListener(group)
-
-    def _switch_listener(self, nflog: NflogListener) -> None:
+        with contextlib.ExitStack() as undo:
+            try:
+                config = load_config(self.setup.config.path)
+                fresh = prepare(config, self._interfaces(config), self.resources.stores,
+                                self._wall_clock())
+                undo.callback(fresh.close)
+                nflog = self.nflog
+                if config.options.nflog_group != nflog.group:
+                    nflog = NflogListener(config.options.nflog_group)
+                    undo.callback(nflog.close)
+                self._install(config)
+            except KnockgateError as exc:
+                log.error("reload failed, still serving the previous configuration: %s", exc)
+                notify("READY=1")
+                return
+            undo.pop_all()
         if nflog is not self.nflog:
             self.resources.loop.remove_reader(self.nflog.fileno())
             self.nflog.close()
             self.nflog = nflog
             self.resources.loop.add_reader(nflog.fileno(), self._on_kernel_readable)
+        self._unwatch(self.setup)
+        self.setup = fresh
+        self._watch(fresh)
+        log_setup(config, "reloaded")
+        notify("READY=1")
 
     def _prune(self) -> None:
         for service in (self.setup.spa, self.setup.fwknop):
@@ -238,6 +227,7 @@ class Daemon:
         if grant is not None:
             self.effects.apply_grant(self.setup, grant)
         service.save()  # after the grant: the door need not wait for the disk (core/replay.py)
+
 
 def serve(config: Config, interfaces: tuple[str, ...] = ()) -> None:
     """Run the daemon until SIGTERM; every resource is closed on the way out, in reverse."""
