@@ -28,9 +28,9 @@ the floor it adds (its own reading for /bin/true) is printed under the table.
 
 Daemons. In a fresh test bed each (tests/support/testbed.py), each daemon starts in the server
 namespace; once it logs that it is ready and has idled for ``--settle`` seconds, its VmRSS and
-VmHWM are read from /proc/PID/status: ``knockgate serve`` with (a) one sequence door on the
-default engine (the kernel's), (b) one sequence door with ``engine = "userspace"``, (c) a
-sequence door and ``[spa]``; knockd and fwknopd with bench/_incumbents.py's minimal configs.
+VmHWM are read from /proc/PID/status: ``knockgate serve`` with the sequence door of
+bench/knock_latency.py (a) on the kernel engine, (b) on the userspace engine, (c) on the kernel
+engine beside ``[spa]``; knockd and fwknopd with bench/_incumbents.py's minimal configs.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from typing import NamedTuple, NoReturn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the test bed
 
 import _incumbents as inc
+from knock_latency import SEQUENCE_CONFIG, SPA_CONFIG
 from tests.support.testbed import TestBed, require_root_tools
 
 BENCH = Path(__file__).resolve().parent
@@ -70,27 +71,6 @@ UDP_PORTS = (8000, 62201)
 # Issue 10's targets: wall time as a multiple of the bare interpreter's, peak RSS in MB.
 KNOCK_RATIO, KNOCK_RSS_MB, OPEN_RATIO = 3.0, 18.0, 5.0
 SEQUENCE_DAEMON_MB, SPA_DAEMON_MB = 20.0, 30.0
-
-DOOR = """
-[daemon]
-state_dir = "{folder}/state"
-
-[[door]]
-name = "ssh"
-sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
-timeout = 5
-open = ["tcp:22"]
-open_for = 60
-"""
-USERSPACE = 'engine = "userspace"\n'
-SPA = """
-[[spa.key]]
-name = "bench"
-secret = "{secret}"
-open = ["tcp:22"]
-open_for = 60
-"""
-
 
 @dataclass(frozen=True)
 class Client:
@@ -242,11 +222,13 @@ def measure_clients(rows: list[Client], runs: int, env: dict[str, str],
 
 # ---------------------------------------------------------------- daemons
 
-def _knockgate_daemon(extra: str) -> Starter:
+def _knockgate_daemon(engine: str, spa: bool = False) -> Starter:
+    """The door of the latency benchmark (bench/knock_latency.py), with its SPA key or not."""
     def start(bed: TestBed, folder: Path, env: dict[str, str]) -> Started:
         secret = base64.b64encode(os.urandom(32)).decode()
         config = folder / "knockgate.toml"
-        config.write_text(DOOR.format(folder=folder) + extra.format(secret=secret))
+        config.write_text((SPA_CONFIG.format(folder=folder, secret=secret) if spa else "")
+                          + SEQUENCE_CONFIG.format(engine=engine))
         log = folder / "knockgate.log"
         with log.open("wb") as sink:
             process = bed.knockgate(bed.server, "serve", "--config", str(config),
@@ -274,12 +256,12 @@ def _fwknopd(bed: TestBed, folder: Path, _: dict[str, str]) -> Started:
 
 
 DAEMONS = (
-    DaemonVariant("knockgate-sequence", "`knockgate serve`, a sequence door (default engine)",
-                  _knockgate_daemon(""), SEQUENCE_DAEMON_MB),
+    DaemonVariant("knockgate-sequence", "`knockgate serve`, a sequence door (kernel engine)",
+                  _knockgate_daemon("kernel"), SEQUENCE_DAEMON_MB),
     DaemonVariant("knockgate-userspace", "`knockgate serve`, a userspace sequence door",
-                  _knockgate_daemon(USERSPACE), SEQUENCE_DAEMON_MB),
+                  _knockgate_daemon("userspace"), SEQUENCE_DAEMON_MB),
     DaemonVariant("knockgate-spa", "`knockgate serve`, a sequence door and `[spa]`",
-                  _knockgate_daemon(SPA), SPA_DAEMON_MB),
+                  _knockgate_daemon("kernel", spa=True), SPA_DAEMON_MB),
     DaemonVariant("knockd", "knockd (Debian), one door", _knockd),
     DaemonVariant("fwknopd", "fwknopd (Debian), one access stanza", _fwknopd),
 )
