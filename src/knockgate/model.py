@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # the model is imported by every layer: it imports none of them at run time
@@ -63,8 +63,7 @@ class Packet(NamedTuple):
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One knock: a protocol, a destination port and, for TCP, which flags must be set.
 
     A packet matches when ``packet.flags & flags_mask == flags_value``; a mask of 0 ignores flags.
@@ -83,8 +82,7 @@ class Frame:
         )
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PortSpec:
+class PortSpec(NamedTuple):
     """A port a door opens: ``tcp:22``."""
 
     proto: str
@@ -94,8 +92,7 @@ class PortSpec:
         return f"{self.proto}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class OneTimeSource:
+class OneTimeSource(NamedTuple):
     """A door whose sequence is the next unused line of a knockd One_Time_Sequences file.
 
     ``offset`` is where the current line starts in the file (None: the file is used up and the
@@ -112,8 +109,7 @@ class OneTimeSource:
 ENGINES = ("kernel", "userspace")
 
 
-@dataclass(frozen=True, slots=True)
-class Door:
+class Door(NamedTuple):
     """A door as configured. Its field defaults are the [[door]] options' defaults:
     config/schema.py reads them from here."""
 
@@ -147,15 +143,14 @@ class Door:
         return self.command, self.stop_command
 
 
-@dataclass(frozen=True, slots=True)
-class SpaKeyConfig:
+class SpaKeyConfig(NamedTuple):
     """One SPA user: the key and what it may do. Its field defaults are the [[spa.key]]
     options' defaults: config/schema.py reads them from here."""
 
     key: SpaKey
     open: tuple[PortSpec, ...] = ()
     open_for: float = 30.0
-    actions: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    actions: Mapping[int, tuple[str, ...]] = MappingProxyType({})
     sources: tuple[IPNetwork, ...] = ()
     allow_nat: bool = False
     line: int = 0

@@ -6,7 +6,6 @@ known one, an absent key takes the option's default, a number must lie in the op
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 import string
@@ -278,7 +277,7 @@ def _choose_engine(door: Door, table: _Table, default: str) -> Door:
     if penalty and engine != "kernel":
         raise table.error("penalty", f"door {door.name!r}: penalty needs the kernel engine "
                           f"({why})", "remove penalty or let the door run in the kernel")
-    return dataclasses.replace(door, engine=engine, engine_reason=why, penalty=penalty)
+    return door._replace(engine=engine, engine_reason=why, penalty=penalty)
 
 
 def _door_sequence(table: _Table, name: str, one_time: OneTimeSource | None

@@ -61,13 +61,14 @@ class Option(NamedTuple):
 
 
 def field_default(model: type, name: str) -> Any:
-    """The default of ``model``'s field ``name``, or NO_DEFAULT."""
+    """The default of ``model``'s field ``name``, or NO_DEFAULT. ``model`` is a NamedTuple
+    (model.py's values) or a dataclass (this module's)."""
+    defaults = getattr(model, "_field_defaults", None)
+    if defaults is not None:
+        return defaults.get(name, NO_DEFAULT)
     for field in dataclasses.fields(model):
-        if field.name == name:
-            if field.default is not dataclasses.MISSING:
-                return field.default
-            if field.default_factory is not dataclasses.MISSING:
-                return field.default_factory()
+        if field.name == name and field.default is not dataclasses.MISSING:
+            return field.default
     return NO_DEFAULT
 
 
