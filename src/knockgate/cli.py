@@ -61,18 +61,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser for ``argv``: every subcommand is listed, but only the one ``argv`` names
-    gets its arguments (all do when it names none): adding them all cost every command ~1 ms."""
+    """The parser for ``argv``: only the subcommand it starts with, when it starts with one (the
+    top level's -h and --version come first, and then need every subcommand). Making all of
+    them cost every command ~1 ms: argparse makes a help formatter per argument."""
     parser = _Parser(
         prog="knockgate", description="Port knocking and single packet authorization.")
     parser.add_argument("--version", action="version", version=f"knockgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # The top level's options take no value: the first word that is no option is the command.
-    named = next((word for word in argv if not word.startswith("-")), None)
     for name, (summary, add_arguments) in _SUBCOMMANDS.items():
-        subparser = commands.add_parser(name, help=summary)
-        if named not in _SUBCOMMANDS or name == named:
-            add_arguments(subparser)
+        if not argv or argv[0] not in _SUBCOMMANDS or argv[0] == name:
+            add_arguments(commands.add_parser(name, help=summary))
     return parser
 
 

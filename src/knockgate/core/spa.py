@@ -13,8 +13,6 @@ AEAD authentication, the age window, and only then interprets the body. Every fa
 same opaque ``InvalidMessage``; its ``reason`` is for debug logs.
 """
 
-from __future__ import annotations
-
 import base64
 import math
 import struct
@@ -52,7 +50,8 @@ Target = IPv4Address | IPv6Address | None
 
 
 # The values here are NamedTuples and a plain class, not dataclasses: `knockgate open` imports
-# this module, and importing dataclasses (with inspect, ast, dis) cost it ~5 ms.
+# this module, and importing dataclasses (with inspect, ast, dis) cost it ~5 ms. No ``from
+# __future__ import annotations``: see model.py for what string annotations cost NamedTuples.
 
 
 class _RequestFields(NamedTuple):
@@ -72,7 +71,7 @@ class SpaRequest(_RequestFields):
     __slots__ = ()
 
     def __new__(cls, target: Target = None, ports: tuple[tuple[str, int], ...] = (),
-                action: int | None = None) -> SpaRequest:
+                action: int | None = None) -> "SpaRequest":
         problem = _target_problem(target) or _asks_problem(ports, action)
         if problem:
             raise ValueError(problem)
