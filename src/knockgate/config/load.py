@@ -6,7 +6,6 @@ known one, an absent key takes the option's default, a number must lie in the op
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 import tomllib
@@ -123,6 +122,8 @@ def _toml_error(exc: tomllib.TOMLDecodeError, path: str, text: str) -> ConfigErr
 def _reject_unknown(raw: Mapping[str, Any], options: Mapping[str, Option], where: Where) -> None:
     for key in raw:
         if key not in options:
+            import difflib  # only for this error: difflib (with heapq) held ~0.4 MB of the daemon
+
             close = difflib.get_close_matches(key, list(options), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(options)
             raise where.error(key, f"unknown key {key!r}", hint)
