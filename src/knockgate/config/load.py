@@ -4,15 +4,12 @@ Each table is read against its options in schema.py: an unknown key is refused w
 known one, an absent key takes the option's default, a number must lie in the option's range.
 """
 
-from __future__ import annotations
-
 import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Any
+from typing import Any, NamedTuple
 
 from knockgate.compat.knockd.conf import looks_like_knockd_conf, parse_knockd_conf
 from knockgate.config.checks import check_doors_together, check_spa_port
@@ -129,8 +126,7 @@ def _reject_unknown(raw: Mapping[str, Any], options: Mapping[str, Option], where
             raise where.error(key, f"unknown key {key!r}", hint)
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
+class _Table(NamedTuple):
     """One TOML table being read: its values, its options (schema.py) and where it is written."""
 
     raw: Mapping[str, Any]
@@ -139,7 +135,7 @@ class _Table:
 
     @classmethod
     def read(cls, raw: Any, options: Mapping[str, Option], where: Where, not_a_table: str,
-             hint: str | None = None) -> _Table:
+             hint: str | None = None) -> "_Table":
         """``raw`` checked to be a table of known keys; ``not_a_table`` is the error if not."""
         if not isinstance(raw, dict):
             raise where.error(None, not_a_table, hint)
