@@ -17,7 +17,6 @@ from typing import Any
 
 from knockgate import __version__
 from knockgate.client import DEFAULT_PROFILES
-from knockgate.config import DEFAULT_PATH
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
 from knockgate.model import DEFAULT_SPA_PORT
 
@@ -61,9 +60,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser for ``argv``: only the subcommand it starts with, when it starts with one (the
-    top level's -h and --version come first, and then need every subcommand). Making all of
-    them cost every command ~1 ms: argparse makes a help formatter per argument."""
+    """The parser for ``argv``. When ``argv`` starts with a subcommand, only that one is added:
+    adding all of them cost every command ~1 ms (argparse makes a help formatter per argument).
+    The top level's -h and --version come before any subcommand, and then all are added."""
     parser = _Parser(
         prog="knockgate", description="Port knocking and single packet authorization.")
     parser.add_argument("--version", action="version", version=f"knockgate {__version__}")
@@ -75,6 +74,8 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
+    from knockgate.config import DEFAULT_PATH  # serve and check: other commands skip a package
+
     parser.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
 
 
