@@ -90,7 +90,7 @@ class Frame(NamedTuple):
 
 
 class PortSpec(NamedTuple):
-    """A port a door opens: ``tcp:22``."""
+    """A port a door opens: ``tcp:22``. Ordered by protocol, then port (sorted port lists)."""
 
     proto: str
     port: int
@@ -157,6 +157,7 @@ class SpaKeyConfig(NamedTuple):
     key: _SpaKey
     open: tuple[PortSpec, ...] = ()
     open_for: float = 30.0
+    # Read-only: a NamedTuple's default is one object, shared by every key that takes it.
     actions: Mapping[int, tuple[str, ...]] = MappingProxyType({})
     sources: tuple[IPNetwork, ...] = ()
     allow_nat: bool = False
