@@ -49,8 +49,7 @@ NO_DEFAULT: Any = _NoDefault()
 
 
 class Option(NamedTuple):
-    """One key of a table. Numbers carry their range (``low``..``high``; ``whole``: an integer).
-    (A NamedTuple, as every value of this module.)"""
+    """One key of a table. Numbers carry their range (``low``..``high``; ``whole``: an integer)."""
 
     key: str
     help: str

@@ -65,7 +65,8 @@ class SpaRequest(_RequestFields):
 
     ``target`` is the address to open for; None means "the source address of this packet".
     ``ports`` holds distinct ``(proto, port)`` pairs, proto "tcp" or "udp", at most 16.
-    Raises ValueError when the request could not be encoded.
+    Raises ValueError when the request could not be encoded. (Build one by calling SpaRequest:
+    the _make and _replace it inherits from NamedTuple skip these checks.)
     """
 
     __slots__ = ()
