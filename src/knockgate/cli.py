@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from knockgate import __version__
 from knockgate.client import DEFAULT_PROFILES
-from knockgate.config import DEFAULT_PATH
 from knockgate.errors import CaptureError, ConfigError, FirewallError, KnockgateError
 from knockgate.model import DEFAULT_SPA_PORT
 
@@ -30,43 +31,87 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, told the width shutil.get_terminal_size would find: argparse
+    makes a formatter for every argument added, and asking shutil imports it (and bz2 and lzma
+    with it), ~1.5 ms of every command."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    """$COLUMNS, else the width of the terminal on stdout, else 80: shutil's rule."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size().columns or 80
+    except OSError:
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that formats with _HelpFormatter; its subcommands' parsers are
+    _Parsers too (argparse makes them of the parent's class)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(formatter_class=_HelpFormatter, **options)
+
+
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for ``argv``. When ``argv`` starts with a subcommand, only that one is added:
+    adding all of them cost every command ~1 ms (argparse makes a help formatter per argument).
+    The top level's -h and --version come before any subcommand, and then all are added."""
+    parser = _Parser(
         prog="knockgate", description="Port knocking and single packet authorization.")
     parser.add_argument("--version", action="version", version=f"knockgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the daemon in the foreground")
-    serve.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
-    serve.add_argument("--interface", "-i", action="append", default=[],
-                       help="watch this interface (repeatable; default: all but loopback)")
-    serve.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
-    serve.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-
-    check = commands.add_parser("check", help="validate a config and print its doors")
-    check.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
-
-    knock = commands.add_parser("knock", help="send a knock sequence")
-    knock.add_argument("host")
-    knock.add_argument("frames", nargs="+", metavar="FRAME",
-                       help="tcp:PORT[:FLAGS], udp:PORT, or knockd's PORT[:udp]")
-    knock.add_argument("--delay", "-d", type=float, default=0, metavar="MS",
-                       help="milliseconds between knocks")
-    family = knock.add_mutually_exclusive_group()
-    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
-    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
-
-    commands.add_parser("interfaces", help="list the interfaces knockgate can watch")
-    commands.add_parser("keygen", help="print a new SPA secret (base64 of 32 random bytes)")
-    importer = commands.add_parser("import", help="convert another daemon's configuration")
-    importer.add_argument("kind", choices=["knockd"], help="what the file is")
-    importer.add_argument("file", help="e.g. /etc/knockd.conf")
-    _add_open_parser(commands)
+    for name, (summary, add_arguments) in _SUBCOMMANDS.items():
+        if not argv or argv[0] not in _SUBCOMMANDS or argv[0] == name:
+            add_arguments(commands.add_parser(name, help=summary))
     return parser
 
 
-def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    spa = commands.add_parser("open", help="send a single packet authorization (SPA) packet")
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    from knockgate.config import DEFAULT_PATH  # serve and check: other commands skip a package
+
+    parser.add_argument("--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("--interface", "-i", action="append", default=[],
+                        help="watch this interface (repeatable; default: all but loopback)")
+    parser.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def _add_family(parser: argparse.ArgumentParser) -> None:
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
+    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
+
+
+def _add_knock(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host")
+    parser.add_argument("frames", nargs="+", metavar="FRAME",
+                        help="tcp:PORT[:FLAGS], udp:PORT, or knockd's PORT[:udp]")
+    parser.add_argument("--delay", "-d", type=float, default=0, metavar="MS",
+                        help="milliseconds between knocks")
+    _add_family(parser)
+
+
+def _add_nothing(_: argparse.ArgumentParser) -> None:
+    """interfaces and keygen take no arguments."""
+
+
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["knockd"], help="what the file is")
+    parser.add_argument("file", help="e.g. /etc/knockd.conf")
+
+
+def _add_open(spa: argparse.ArgumentParser) -> None:
     spa.add_argument("host", help="server address or name, or a profile from --profiles")
     spa.add_argument("--key-name", help="the key's name in the server's [[spa.key]]")
     secret = spa.add_mutually_exclusive_group()
@@ -80,9 +125,7 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     spa.add_argument("--profiles", default=DEFAULT_PROFILES, help=f"default {DEFAULT_PROFILES}")
     spa.add_argument("--time-offset", type=float, default=0.0, metavar="SECONDS",
                      help="shift the packet's timestamp (testing clock skew)")
-    family = spa.add_mutually_exclusive_group()
-    family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
-    family.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6)
+    _add_family(spa)
     fwknop = spa.add_argument_group(
         "fwknop", "with --fwknop, send an fwknop 2.x packet that fwknopd (or knockgate's "
         "[fwknop]) accepts; keys as in fwknop's .fwknoprc")
@@ -98,6 +141,18 @@ def _add_open_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
                         help="send 0.0.0.0: open for the packet's source (fwknop -s)")
     fwknop.add_argument("--fw-timeout", type=int, help="ask for this many seconds (fwknop -f)")
     fwknop.add_argument("--server-cmd", help="ask the server to run this command (fwknop -C)")
+
+
+# Each subcommand, in the order --help lists them: its summary and what adds its arguments.
+_SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "serve": ("run the daemon in the foreground", _add_serve),
+    "check": ("validate a config and print its doors", _add_config),
+    "knock": ("send a knock sequence", _add_knock),
+    "interfaces": ("list the interfaces knockgate can watch", _add_nothing),
+    "keygen": ("print a new SPA secret (base64 of 32 random bytes)", _add_nothing),
+    "import": ("convert another daemon's configuration", _add_import),
+    "open": ("send a single packet authorization (SPA) packet", _add_open),
+}
 
 
 def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None) -> None:
@@ -204,7 +259,8 @@ _CODES: list[tuple[type[KnockgateError], ExitCode]] = [
 
 
 def run(argv: Sequence[str] | None = None) -> ExitCode:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = _parser(words).parse_args(words)
     try:
         _COMMANDS[args.command](args)
     except ConfigError as exc:

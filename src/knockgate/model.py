@@ -1,15 +1,22 @@
-"""Frozen values shared by every layer: packets, frames, doors and the engine's decisions."""
+"""Frozen values shared by every layer: packets, frames, doors and the engine's decisions.
 
-from __future__ import annotations
+They are NamedTuples, which every command can afford: `knockgate knock` imports this module,
+and importing dataclasses (inspect, ast, dis, tokenize) cost it ~5 ms. Their annotations are
+objects, not strings (no ``from __future__ import annotations``): typing.NamedTuple compiles
+each string annotation, and the first compile() of a process costs ~0.9 ms (Python sets up
+its AST types).
+"""
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # the model is imported by every layer: it imports none of them at run time
-    from knockgate.core.spa import SpaKey
+    from knockgate.core.spa import SpaKey as _SpaKey
+else:
+    _SpaKey = object  # what SpaKeyConfig.key's annotation is at run time: not a string
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -63,8 +70,7 @@ class Packet(NamedTuple):
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One knock: a protocol, a destination port and, for TCP, which flags must be set.
 
     A packet matches when ``packet.flags & flags_mask == flags_value``; a mask of 0 ignores flags.
@@ -83,9 +89,8 @@ class Frame:
         )
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PortSpec:
-    """A port a door opens: ``tcp:22``."""
+class PortSpec(NamedTuple):
+    """A port a door opens: ``tcp:22``. Ordered by protocol, then port (sorted port lists)."""
 
     proto: str
     port: int
@@ -94,8 +99,7 @@ class PortSpec:
         return f"{self.proto}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class OneTimeSource:
+class OneTimeSource(NamedTuple):
     """A door whose sequence is the next unused line of a knockd One_Time_Sequences file.
 
     ``offset`` is where the current line starts in the file (None: the file is used up and the
@@ -112,8 +116,7 @@ class OneTimeSource:
 ENGINES = ("kernel", "userspace")
 
 
-@dataclass(frozen=True, slots=True)
-class Door:
+class Door(NamedTuple):
     """A door as configured. Its field defaults are the [[door]] options' defaults:
     config/schema.py reads them from here."""
 
@@ -147,15 +150,15 @@ class Door:
         return self.command, self.stop_command
 
 
-@dataclass(frozen=True, slots=True)
-class SpaKeyConfig:
+class SpaKeyConfig(NamedTuple):
     """One SPA user: the key and what it may do. Its field defaults are the [[spa.key]]
     options' defaults: config/schema.py reads them from here."""
 
-    key: SpaKey
+    key: _SpaKey
     open: tuple[PortSpec, ...] = ()
     open_for: float = 30.0
-    actions: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # Read-only: a NamedTuple's default is one object, shared by every key that takes it.
+    actions: Mapping[int, tuple[str, ...]] = MappingProxyType({})
     sources: tuple[IPNetwork, ...] = ()
     allow_nat: bool = False
     line: int = 0

@@ -106,7 +106,8 @@ _PORTS = st.lists(st.tuples(st.sampled_from(["tcp", "udp"]), st.integers(1, 6553
                   min_size=1, max_size=16, unique=True).map(tuple)
 _TARGETS = st.none() | st.ip_addresses().filter(
     lambda a: not (a.is_unspecified or a.is_multicast))
-_REQUESTS = (st.builds(SpaRequest, _TARGETS, _PORTS)
+# action given explicitly: builds() fills every field of a NamedTuple, defaults or not.
+_REQUESTS = (st.builds(SpaRequest, _TARGETS, _PORTS, st.none())
              | st.builds(SpaRequest, _TARGETS, st.just(()), st.integers(1, 255)))
 
 

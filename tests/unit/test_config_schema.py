@@ -4,7 +4,6 @@ the layering (core/ never imports config/, the schema imports no parser)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ def test_a_door_left_to_its_defaults_is_the_models_door():
                            'command=["/bin/true"]\n').doors
     model = Door(name="a", sequence=(parse_frame("tcp:1"), parse_frame("tcp:2")),
                  command=("/bin/true",))
-    assert door == dataclasses.replace(model, line=1, engine_reason=door.engine_reason)
+    assert door == model._replace(line=1, engine_reason=door.engine_reason)
     assert (door.command_delay, door.engine) == (10.0, "kernel")
 
 

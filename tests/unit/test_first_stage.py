@@ -87,8 +87,8 @@ def test_every_door_shares_the_handed_set_and_the_knock_log():
 
 @pytest.mark.parametrize(("changed", "why"), [
     (door("tcp:7000"), "single knock"),
-    (replace(THREE, target=ip_address("10.201.0.9")), "target"),
-    (replace(THREE, one_time=OneTimeSource("/x", 0, 0, 0)), "one-time"),
+    (THREE._replace(target=ip_address("10.201.0.9")), "target"),
+    (THREE._replace(one_time=OneTimeSource("/x", 0, 0, 0)), "one-time"),
     (door("tcp:110:s", "tcp:110:a"), "shares the first knock's port"),
     (door("udp:1", "tcp:2", "udp:1"), "shares the first knock's port"),
     (door("tcp:1", "tcp:2", "tcp:3", timeout=0.03), "under 20 ms"),
@@ -102,7 +102,7 @@ def test_doors_the_kernel_cannot_stage_keep_every_knock_captured(changed, why):
 
 
 def test_only_userspace_doors_are_staged():
-    assert staged_doors([THREE, replace(THREE, name="k", engine="kernel")]) == [THREE]
+    assert staged_doors([THREE, THREE._replace(name="k", engine="kernel")]) == [THREE]
     assert render_first_stage([], SETTINGS).rules == ()
 
 
@@ -141,7 +141,7 @@ def test_without_staged_doors_every_knocker_is_reported_as_before():
     one = door("udp:5", name="one")
     assert render_userspace_rules([one], SETTINGS) == render_scan_guard(
         [one], SETTINGS.log_group, SETTINGS.stage_size)
-    kernel_only = replace(THREE, engine="kernel")
+    kernel_only = THREE._replace(engine="kernel")
     assert render_userspace_rules([kernel_only], SETTINGS).rules == ()
 
 

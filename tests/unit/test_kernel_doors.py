@@ -1,4 +1,3 @@
-from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
@@ -24,7 +23,7 @@ def door(*frames: str, name: str = "ssh", timeout: float = 5.0, opens: tuple[str
 
 V4, V6 = "add rule inet knockgate knock_v4 ", "add rule inet knockgate knock_v6 "
 THREE = door("tcp:7000", "udp:8000", "tcp:9000:fa")
-PENALISED = replace(THREE, penalty=10)
+PENALISED = THREE._replace(penalty=10)
 
 GOLDEN_DECLARATIONS = """\
 add chain inet knockgate knock_v4
@@ -128,7 +127,7 @@ def test_no_kernel_doors_still_flushes_the_chains():
 
 
 def test_set_names():
-    assert render_kernel_doors([replace(THREE, penalty=5)], SETTINGS).sets == {
+    assert render_kernel_doors([THREE._replace(penalty=5)], SETTINGS).sets == {
         f"ssh-{kind}_v{v}" for kind in ("stage1", "stage2", "overflow", "penalty")
         for v in (4, 6)}
     assert render_kernel_doors([door("tcp:1", penalty=5)], SETTINGS).sets == set()
@@ -141,9 +140,9 @@ def test_timeout_is_split_over_the_gaps():
 
 def test_kernel_reason():
     assert kernel_reason(THREE) is None
-    assert "target" in kernel_reason(replace(THREE, target=ip_address("10.0.0.1")))
+    assert "target" in kernel_reason(THREE._replace(target=ip_address("10.0.0.1")))
     one_time = OneTimeSource("/etc/knockd/ssh.seq", ALL_FLAGS, TcpFlag.SYN, None)
-    assert "one-time" in kernel_reason(replace(THREE, one_time=one_time, sequence=()))
+    assert "one-time" in kernel_reason(THREE._replace(one_time=one_time, sequence=()))
     assert kernel_reason(door(*(f"tcp:{p}" for p in range(1, 33)), timeout=0.5)) is not None
     assert kernel_reason(door("tcp:1", timeout=0.1)) is None
     with pytest.raises(ValueError, match="cannot run in the kernel"):

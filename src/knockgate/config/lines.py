@@ -1,10 +1,8 @@
 """Where a table or key is written in the TOML text, which tomllib does not report: every
 configuration error names its FILE:LINE."""
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.errors import ConfigError
 
@@ -44,18 +42,18 @@ class Lines:
         return self._keys.get((parent, 0, name)) if name else None
 
 
-@dataclass(frozen=True, slots=True)
-class Where:
-    """One table of one file (``index``: which of an array of tables); errors name its lines."""
+class Where(NamedTuple):
+    """One table of one file (``entry``: which of an array of tables); errors name its lines.
+    (``entry``, not ``index``: a NamedTuple field may not hide tuple.index.)"""
 
     path: str
     lines: Lines
     table: str
-    index: int = 0
+    entry: int = 0
 
     def line(self, key: str | None = None) -> int | None:
         """The key's line, or the table's when the key is not written."""
-        return self.lines.of(self.table, self.index, key)
+        return self.lines.of(self.table, self.entry, key)
 
     def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
         return ConfigError(message, path=self.path, line=self.line(key), hint=hint)

@@ -4,17 +4,12 @@ Each table is read against its options in schema.py: an unknown key is refused w
 known one, an absent key takes the option's default, a number must lie in the option's range.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import difflib
 import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Any
+from typing import Any, NamedTuple
 
 from knockgate.compat.knockd.conf import looks_like_knockd_conf, parse_knockd_conf
 from knockgate.config.checks import check_doors_together, check_spa_port
@@ -124,13 +119,14 @@ def _toml_error(exc: tomllib.TOMLDecodeError, path: str, text: str) -> ConfigErr
 def _reject_unknown(raw: Mapping[str, Any], options: Mapping[str, Option], where: Where) -> None:
     for key in raw:
         if key not in options:
+            import difflib  # only for this error: difflib (with heapq) held ~0.4 MB of the daemon
+
             close = difflib.get_close_matches(key, list(options), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(options)
             raise where.error(key, f"unknown key {key!r}", hint)
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
+class _Table(NamedTuple):
     """One TOML table being read: its values, its options (schema.py) and where it is written."""
 
     raw: Mapping[str, Any]
@@ -139,7 +135,7 @@ class _Table:
 
     @classmethod
     def read(cls, raw: Any, options: Mapping[str, Option], where: Where, not_a_table: str,
-             hint: str | None = None) -> _Table:
+             hint: str | None = None) -> "_Table":
         """``raw`` checked to be a table of known keys; ``not_a_table`` is the error if not."""
         if not isinstance(raw, dict):
             raise where.error(None, not_a_table, hint)
@@ -278,7 +274,7 @@ def _choose_engine(door: Door, table: _Table, default: str) -> Door:
     if penalty and engine != "kernel":
         raise table.error("penalty", f"door {door.name!r}: penalty needs the kernel engine "
                           f"({why})", "remove penalty or let the door run in the kernel")
-    return dataclasses.replace(door, engine=engine, engine_reason=why, penalty=penalty)
+    return door._replace(engine=engine, engine_reason=why, penalty=penalty)
 
 
 def _door_sequence(table: _Table, name: str, one_time: OneTimeSource | None

@@ -7,14 +7,12 @@ tables read it from there, so validation and a value built in code cannot disagr
 option that no field stores as written (a file to read, a table of tables) declares its default
 in its table.
 
-It imports the model and two constants of core/, never the parser, crypto or compat code.
+It imports the model and two constants of core/, never the parser, crypto or compat code. Its
+values are NamedTuples, as the model's are: a dataclass holds ~35 kB of the daemon's memory;
+and like the model's, their annotations are objects, not strings (see model.py).
 """
 
-from __future__ import annotations
-
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,7 +29,9 @@ from knockgate.model import (
 )
 
 if TYPE_CHECKING:
-    from knockgate.compat.fwknop.access import FwknopAccess
+    from knockgate.compat.fwknop.access import FwknopAccess as _FwknopAccess
+else:
+    _FwknopAccess = object  # what FwknopConfig.access's annotation is at run time: not a string
 
 
 MAX_OPEN_FOR = 7 * 24 * 3600  # seconds; also the bound of penalty and command_delay
@@ -49,8 +49,7 @@ NO_DEFAULT: Any = _NoDefault()
 
 
 class Option(NamedTuple):
-    """One key of a table. Numbers carry their range (``low``..``high``; ``whole``: an integer).
-    (A NamedTuple: the CLI imports this module, and a dataclass costs more to create.)"""
+    """One key of a table. Numbers carry their range (``low``..``high``; ``whole``: an integer)."""
 
     key: str
     help: str
@@ -60,18 +59,12 @@ class Option(NamedTuple):
     whole: bool = False
 
 
-def field_default(model: type, name: str) -> Any:
-    """The default of ``model``'s field ``name``, or NO_DEFAULT."""
-    for field in dataclasses.fields(model):
-        if field.name == name:
-            if field.default is not dataclasses.MISSING:
-                return field.default
-            if field.default_factory is not dataclasses.MISSING:
-                return field.default_factory()
-    return NO_DEFAULT
+def field_default(model: Any, name: str) -> Any:
+    """The default of the NamedTuple ``model``'s field ``name``, or NO_DEFAULT."""
+    return model._field_defaults.get(name, NO_DEFAULT)
 
 
-def _table(model: type | None, *options: Option) -> Mapping[str, Option]:
+def _table(model: Any, *options: Option) -> Mapping[str, Option]:
     """The options by key, each with its default taken from ``model``'s field of that name."""
     table = {}
     for option in options:
@@ -84,8 +77,7 @@ def _table(model: type | None, *options: Option) -> Mapping[str, Option]:
     return MappingProxyType(table)
 
 
-@dataclass(frozen=True, slots=True)
-class DaemonOptions:
+class DaemonOptions(NamedTuple):
     interfaces: tuple[str, ...] = ()
     max_pending: int = DEFAULT_MAX_PENDING
     command_timeout: float = 10.0
@@ -98,8 +90,7 @@ class DaemonOptions:
     nflog_group: int = DEFAULT_LOG_GROUP
 
 
-@dataclass(frozen=True, slots=True)
-class SpaConfig:
+class SpaConfig(NamedTuple):
     port: int = DEFAULT_SPA_PORT
     max_age: float = 60.0
     keys: tuple[SpaKeyConfig, ...] = ()
@@ -108,11 +99,10 @@ class SpaConfig:
         return {entry.key.name: entry for entry in self.keys}
 
 
-@dataclass(frozen=True, slots=True)
-class FwknopConfig:
+class FwknopConfig(NamedTuple):
     """fwknop-compatible SPA: the stanzas of an fwknop access.conf, on a UDP port."""
 
-    access: FwknopAccess
+    access: _FwknopAccess
     port: int = DEFAULT_SPA_PORT
     max_age: float = FWKNOP_MAX_AGE
 
@@ -122,8 +112,7 @@ class FwknopConfig:
                              if proto in ("tcp", "udp")}))
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     path: str
     doors: tuple[Door, ...]
     options: DaemonOptions

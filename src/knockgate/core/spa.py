@@ -13,14 +13,12 @@ AEAD authentication, the age window, and only then interprets the body. Every fa
 same opaque ``InvalidMessage``; its ``reason`` is for debug logs.
 """
 
-from __future__ import annotations
-
 import base64
 import math
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -51,23 +49,34 @@ _KEYGEN_HINT = "generate one with 'knockgate keygen' (base64 of 32 random bytes)
 Target = IPv4Address | IPv6Address | None
 
 
-@dataclass(frozen=True, slots=True)
-class SpaRequest:
-    """What a client asks for: ports to open, or one action code — exactly one of the two.
+# The values here are NamedTuples and a plain class, not dataclasses: `knockgate open` imports
+# this module, and importing dataclasses (with inspect, ast, dis) cost it ~5 ms. No ``from
+# __future__ import annotations``: see model.py for what string annotations cost NamedTuples.
 
-    ``target`` is the address to open for; None means "the source address of this packet".
-    ``ports`` holds distinct ``(proto, port)`` pairs, proto "tcp" or "udp", at most 16.
-    Raises ValueError when the request could not be encoded.
-    """
 
+class _RequestFields(NamedTuple):
     target: Target = None
     ports: tuple[tuple[str, int], ...] = ()
     action: int | None = None
 
-    def __post_init__(self) -> None:
-        problem = _target_problem(self.target) or _asks_problem(self.ports, self.action)
+
+class SpaRequest(_RequestFields):
+    """What a client asks for: ports to open, or one action code — exactly one of the two.
+
+    ``target`` is the address to open for; None means "the source address of this packet".
+    ``ports`` holds distinct ``(proto, port)`` pairs, proto "tcp" or "udp", at most 16.
+    Raises ValueError when the request could not be encoded. (Build one by calling SpaRequest:
+    the _make and _replace it inherits from NamedTuple skip these checks.)
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, target: Target = None, ports: tuple[tuple[str, int], ...] = (),
+                action: int | None = None) -> "SpaRequest":
+        problem = _target_problem(target) or _asks_problem(ports, action)
         if problem:
             raise ValueError(problem)
+        return super().__new__(cls, target, ports, action)
 
 
 def _target_problem(target: Target) -> str | None:
@@ -97,8 +106,7 @@ def _asks_problem(ports: tuple[tuple[str, int], ...], action: int | None) -> str
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedRequest:
+class VerifiedRequest(NamedTuple):
     """A packet that authenticated under ``key_name``'s key and was fresh when opened."""
 
     key_id: bytes
@@ -108,23 +116,43 @@ class VerifiedRequest:
     request: SpaRequest
 
 
-@dataclass(frozen=True, slots=True)
 class SpaKey:
-    """One user's 32-byte secret and the public key id derived from its name."""
+    """One user's 32-byte secret and the public key id derived from its name. Frozen; equal
+    to a key of the same name and secret; the secret stays out of its repr."""
 
+    __slots__ = ("_aead", "key_id", "name", "secret")
     name: str
-    secret: bytes = field(repr=False)
-    key_id: bytes = field(init=False)
+    secret: bytes
+    key_id: bytes
     # Built once per key, not per packet: the daemon opens many packets under few keys.
-    _aead: ChaCha20Poly1305 = field(init=False, repr=False, compare=False)
+    _aead: ChaCha20Poly1305
 
-    def __post_init__(self) -> None:
-        if not self.name:
+    def __init__(self, name: str, secret: bytes) -> None:
+        if not name:
             raise ValueError("an SPA key needs a name")
-        if len(self.secret) != SECRET_SIZE:
-            raise ValueError(f"an SPA secret is {SECRET_SIZE} bytes, not {len(self.secret)}")
-        object.__setattr__(self, "key_id", key_id_for(self.name))
-        object.__setattr__(self, "_aead", ChaCha20Poly1305(bytes(self.secret)))
+        if len(secret) != SECRET_SIZE:
+            raise ValueError(f"an SPA secret is {SECRET_SIZE} bytes, not {len(secret)}")
+        for attribute, value in (("name", name), ("secret", secret),
+                                 ("key_id", key_id_for(name)),
+                                 ("_aead", ChaCha20Poly1305(bytes(secret)))):
+            object.__setattr__(self, attribute, value)
+
+    def __setattr__(self, attribute: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {attribute!r}: an SpaKey is frozen")
+
+    def __delattr__(self, attribute: str) -> None:
+        raise AttributeError(f"cannot delete field {attribute!r}: an SpaKey is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpaKey):
+            return NotImplemented
+        return (self.name, self.secret) == (other.name, other.secret)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.secret))
+
+    def __repr__(self) -> str:
+        return f"SpaKey(name={self.name!r}, key_id={self.key_id!r})"
 
 
 def key_id_for(name: str) -> bytes:

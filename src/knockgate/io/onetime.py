@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from knockgate.compat.knockd.conf import one_time_frames
 from knockgate.errors import KnockgateError
-from knockgate.model import Door, OneTimeSource
+from knockgate.model import Door
 
 
 def consume_one_time(door: Door) -> Door:
@@ -27,9 +26,7 @@ def consume_one_time(door: Door) -> Door:
     except OSError as exc:
         raise KnockgateError(f"cannot write {source.path}: {exc.strerror}") from exc
     frames, offset = one_time_frames(text, source.flags_mask, source.flags_value)
-    return dataclasses.replace(door, sequence=frames,
-                               one_time=OneTimeSource(source.path, source.flags_mask,
-                                                      source.flags_value, offset))
+    return door._replace(sequence=frames, one_time=source._replace(offset=offset))
 
 
 def _read_all(fd: int) -> bytes:
