@@ -8,7 +8,6 @@ the kernel has stripped the link header before the filter runs, whatever the int
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 
 from knockgate.errors import CaptureError
@@ -31,12 +30,22 @@ class _Program(ctypes.Structure):
     _fields_ = (("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_Insn)))
 
 
+# The soname Debian's libpcap0.8 installs, tried first: ctypes.util.find_library runs ldconfig
+# in a subprocess and imports shutil, tempfile and more (0.7 MB of the daemon's resident memory).
+_SONAME = "libpcap.so.0.8"
+
+
 def _libpcap() -> ctypes.CDLL:
-    name = ctypes.util.find_library("pcap") or "libpcap.so.0.8"
     try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise CaptureError(f"libpcap is missing ({exc}): apt-get install libpcap0.8") from exc
+        lib = ctypes.CDLL(_SONAME)
+    except OSError:
+        from ctypes.util import find_library
+
+        try:
+            lib = ctypes.CDLL(find_library("pcap") or _SONAME)
+        except OSError as exc:
+            raise CaptureError(f"libpcap is missing ({exc}): apt-get install libpcap0.8"
+                               ) from exc
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = (ctypes.c_int, ctypes.c_int)
     lib.pcap_compile.argtypes = (
