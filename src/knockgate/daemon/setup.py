@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
@@ -48,8 +47,7 @@ class ReplayStores:
             store.close()
 
 
-@dataclass
-class Setup:
+class Setup(NamedTuple):
     config: Config
     gate: Gate
     capture: Capture | None

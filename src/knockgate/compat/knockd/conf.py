@@ -28,7 +28,7 @@ when an unparsable line precedes the used one; the edit here always targets the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from knockgate.errors import ConfigError
 from knockgate.model import Frame, TcpFlag
@@ -52,8 +52,7 @@ _FLAGS = {str(flag.name): flag for flag in TcpFlag}
 _SEQUENCE_HINT = "write e.g. 'Sequence = 7000,8000:udp,9000:tcp' (ports 1-65535, at most 32)"
 
 
-@dataclass(frozen=True, slots=True)
-class KnockPort:
+class KnockPort(NamedTuple):
     port: int
     protocol: str = "tcp"
 
@@ -61,8 +60,7 @@ class KnockPort:
         return f"{self.port}:{self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
-class TcpFlags:
+class TcpFlags(NamedTuple):
     """knockd's TCPFlags: packets match when ``flags & mask == value``; others are ignored."""
 
     mask: int = 0
@@ -73,8 +71,7 @@ class TcpFlags:
         return flags & self.mask == self.value
 
 
-@dataclass(frozen=True, slots=True)
-class KnockdDoor:
+class KnockdDoor(NamedTuple):
     """One door section. ``line`` is its ``[name]`` line; ``lines`` maps KEY → line."""
 
     name: str
@@ -89,7 +86,7 @@ class KnockdDoor:
     stop_command_6: str | None = None
     cmd_timeout: int = DEFAULT_CMD_TIMEOUT
     target: str | None = None
-    lines: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    lines: tuple[tuple[str, int], ...] = ()
 
     def line_of(self, key: str) -> int:
         """Line of ``key`` (any spelling or alias knockd accepts), else the section line."""
@@ -97,8 +94,7 @@ class KnockdDoor:
         return dict(self.lines).get(canonical, self.line)
 
 
-@dataclass(frozen=True, slots=True)
-class KnockdOptions:
+class KnockdOptions(NamedTuple):
     use_syslog: bool = False
     log_file: str | None = None
     pid_file: str | None = None
@@ -106,15 +102,13 @@ class KnockdOptions:
     line: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class KnockdConfig:
+class KnockdConfig(NamedTuple):
     path: str
     options: KnockdOptions
     doors: tuple[KnockdDoor, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class OneTimeSequence:
+class OneTimeSequence(NamedTuple):
     """The next unused line of a One_Time_Sequences file and how to mark it used.
 
     Write ``mark`` at byte ``offset`` of the file (opened r+b, no truncation): that is the
@@ -224,11 +218,13 @@ def parse_knockd_conf(text: str, path: str = DEFAULT_PATH) -> KnockdConfig:
     return parser.finish()
 
 
-@dataclass(slots=True)
 class _Section:
-    name: str
-    line: int
-    values: dict[str, tuple[str, int]] = field(default_factory=dict)
+    __slots__ = ("line", "name", "values")
+
+    def __init__(self, name: str, line: int) -> None:
+        self.name = name
+        self.line = line
+        self.values: dict[str, tuple[str, int]] = {}
 
 
 class _Parser:

@@ -54,7 +54,7 @@ shared). Later stages have no overflow: filling them takes the knocks before the
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.core.kinds import nft_match, nft_mismatches
 from knockgate.core.nft.names import (
@@ -77,16 +77,30 @@ DEFAULT_STAGE_SIZE = 16384
 MIN_STAGE_MS = 20
 
 
-@dataclass(frozen=True, slots=True)
-class KernelSettings:
-    """Knobs shared by every kernel door. ``overflow_seed`` is the jhash seed of the overflow
-    buckets; the daemon passes a random one so flooders cannot aim at a client's bucket."""
-
+class _SettingsFields(NamedTuple):
     log_group: int = DEFAULT_LOG_GROUP
     stage_size: int = DEFAULT_STAGE_SIZE
     overflow_seed: int = 0
     # Only knocks arriving on these interfaces count (empty: every one), as for the capture.
     interfaces: tuple[str, ...] = ()
+
+
+class KernelSettings(_SettingsFields):
+    """Knobs shared by every kernel door. ``overflow_seed`` is the jhash seed of the overflow
+    buckets; the daemon passes a random one so flooders cannot aim at a client's bucket.
+    (Build one by calling KernelSettings: the _replace it inherits skips the checks.)"""
+
+    __slots__ = ()
+
+    def __new__(cls, log_group: int = DEFAULT_LOG_GROUP, stage_size: int = DEFAULT_STAGE_SIZE,
+                overflow_seed: int = 0, interfaces: tuple[str, ...] = ()) -> KernelSettings:
+        if not 0 <= log_group <= 0xFFFF:
+            raise ValueError("log_group must be 0-65535")
+        if stage_size < 1:
+            raise ValueError("stage_size must be at least 1")
+        if not 0 <= overflow_seed <= 0xFFFFFFFF:
+            raise ValueError("overflow_seed must fit in 32 bits")
+        return super().__new__(cls, log_group, stage_size, overflow_seed, interfaces)
 
     @property
     def arriving(self) -> str:
@@ -95,17 +109,8 @@ class KernelSettings:
             return ""
         return "iifname { " + ", ".join(f'"{name}"' for name in self.interfaces) + " } "
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.log_group <= 0xFFFF:
-            raise ValueError("log_group must be 0-65535")
-        if self.stage_size < 1:
-            raise ValueError("stage_size must be at least 1")
-        if not 0 <= self.overflow_seed <= 0xFFFFFFFF:
-            raise ValueError("overflow_seed must fit in 32 bits")
 
-
-@dataclass(frozen=True, slots=True)
-class _DoorSets:
+class _DoorSets(NamedTuple):
     """The set names of one door for one IP version."""
 
     version: IpVersion

@@ -9,13 +9,12 @@ granted sources in (core/nft/grants.py), the knock rules of kernel doors
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.core.nft.names import CHAIN, TABLE_REF
 
 
-@dataclass(frozen=True, slots=True)
-class TablePart:
+class TablePart(NamedTuple):
     """One renderer's share of the transaction: ``declarations`` (chains and sets, before any
     rule), ``rules`` (commands, in order), and the names of the ``sets`` it owns: every other
     set that exists in the table is stale and deleted."""

@@ -17,7 +17,7 @@ it opens a door: a source with an event queued by then is not let in (fail close
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.core.kinds import knock_port
 from knockgate.core.nft.names import (
@@ -29,8 +29,7 @@ from knockgate.core.nft.parts import TablePart, add_rule, declare_set, knock_por
 from knockgate.model import Door
 
 
-@dataclass(frozen=True, slots=True)
-class FirstStageLink:
+class FirstStageLink(NamedTuple):
     """What the guard needs from core/nft/first_stage.py when the kernel keeps the first stage
     of the userspace doors named in ``doors``: per IP version, the statements that forget a
     source's first stage."""

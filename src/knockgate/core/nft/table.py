@@ -12,7 +12,7 @@ scan guard and first stage, core/nft/first_stage.py), then the drops.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from knockgate.core.kinds import knock_port
 from knockgate.core.nft.first_stage import render_userspace_rules
@@ -23,8 +23,7 @@ from knockgate.core.nft.parts import join
 from knockgate.model import Door, PortSpec
 
 
-@dataclass(frozen=True, slots=True)
-class TablePlan:
+class TablePlan(NamedTuple):
     """What the table is rendered from: the ``doors``; ``hidden`` ports, dropped so they look
     like every other closed port (knock and SPA ports); ``port_grants``, the ports per-port
     grants (SPA) may open; and the kernel ``settings``."""
@@ -32,7 +31,7 @@ class TablePlan:
     doors: tuple[Door, ...]
     hidden: tuple[PortSpec, ...] = ()
     port_grants: tuple[PortSpec, ...] = ()
-    settings: KernelSettings = field(default_factory=KernelSettings)
+    settings: KernelSettings = KernelSettings()
 
 
 def render_table(plan: TablePlan, existing_sets: Collection[str]) -> str:
