@@ -4,16 +4,23 @@ Each table is read against its options in schema.py: an unknown key is refused w
 known one, an absent key takes the option's default, a number must lie in the option's range.
 """
 
+import os
 import re
 import string
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any, NamedTuple
 
 from knockgate.compat.knockd.conf import looks_like_knockd_conf, parse_knockd_conf
 from knockgate.config.checks import check_doors_together, check_spa_port
-from knockgate.config.files import read_access_conf, read_one_time, read_secret_file
+from knockgate.config.files import (
+    check_state_dir,
+    check_trusted,
+    read_access_conf,
+    read_one_time,
+    read_secret_file,
+)
 from knockgate.config.lines import Lines, Where
 from knockgate.config.schema import (
     DAEMON,
@@ -39,19 +46,24 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _NAME_HINT = "a letter then up to 31 letters, digits or '_', e.g. "
 _PLACEHOLDERS = frozenset({"ip", "door", "key"})
 _COMMANDS = ("command", "stop_command", "command_6", "stop_command_6")
+# Each placeholder at its longest: an IPv6 address in full, a name of 32 characters.
+_LONGEST = {"ip": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "door": "x" * 32, "key": "x" * 32}
+_POINTER = 8  # execve(2) counts one pointer per argument and per environment string
 
 
 def load_config(path: str) -> Config:
     try:
         with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
             raw = handle.read()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path,
                           hint="pass --config with a readable file") from exc
+    check_trusted("the config, which names commands run as root,", path, status)
     text = raw.decode("utf-8", errors="replace")
     if looks_like_knockd_conf(text):
         return _parse_knockd_config(text, path)
-    return parse_config(text, path)
+    return parse_config(text, path, status)
 
 
 def _parse_knockd_config(text: str, path: str) -> Config:
@@ -67,7 +79,10 @@ def _parse_knockd_config(text: str, path: str) -> Config:
                           hint=exc.hint) from exc
 
 
-def parse_config(text: str, path: str = "<config>") -> Config:
+def parse_config(text: str, path: str = "<config>", status: os.stat_result | None = None
+                 ) -> Config:
+    """``status``: the file's, when ``text`` was read from ``path``, so that an inline secret
+    in a file others may read is refused."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -82,9 +97,11 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     doors = tuple(_parse_door(raw, Where(path, lines, "door", index), options.engine)
                   for index, raw in enumerate(raw_doors))
     spa_where = Where(path, lines, "spa")
-    spa = _parse_spa(data["spa"], spa_where) if "spa" in data else None
+    spa = _parse_spa(data["spa"], spa_where, status) if "spa" in data else None
     fwknop = _parse_fwknop(data["fwknop"], Where(path, lines, "fwknop")) \
         if "fwknop" in data else None
+    if spa is not None or fwknop is not None:  # only they open the replay cache
+        check_state_dir(options.state_dir, Where(path, lines, "daemon"))
     if not doors and spa is None and fwknop is None:
         raise ConfigError("no door and no SPA key is configured", path=path,
                           hint="add a [[door]] table with name, sequence and open, "
@@ -327,8 +344,10 @@ def _command(table: _Table, key: str, shell: bool) -> tuple[str, ...]:
         if not value.strip():
             raise table.error(key, f"{key} is empty", "write the command, or leave the key out")
         # /bin/sh gets the address and door as $1 and $2, never pasted into the script.
-        return ("/bin/sh", "-c", value.replace("{", "{{").replace("}", "}}"), "knockgate",
+        argv = ("/bin/sh", "-c", value.replace("{", "{{").replace("}", "}}"), "knockgate",
                 "{ip}", "{door}")
+        _check_exec_size(argv, key, table.where)
+        return argv
     return _argv(value, key, table.where)
 
 
@@ -345,7 +364,36 @@ def _argv(value: Any, key: str, where: Where) -> tuple[str, ...]:
     if value and not value[0].startswith("/"):
         raise where.error(key, f"{key}[0] {value[0]!r} is not an absolute path",
                           "name the program by its full path, e.g. '/usr/bin/logger'")
+    _check_exec_size(value, key, where)
     return tuple(value)
+
+
+def exec_size(argv: Sequence[str], environment: Sequence[str]) -> tuple[int, int]:
+    """What execve(2) counts against ARG_MAX for ``argv`` (placeholders at their longest) run
+    with ``environment`` ("NAME=value" strings): every string with its NUL and a pointer to
+    it; and the longest single argument with its NUL, which the kernel bounds on its own."""
+    expanded = [arg.format_map(_LONGEST).encode() for arg in argv]
+    strings = [*expanded, *(entry.encode() for entry in environment)]
+    return (sum(len(s) + 1 + _POINTER for s in strings),
+            max((len(arg) + 1 for arg in expanded), default=0))
+
+
+def _check_exec_size(argv: Sequence[str], key: str, where: Where) -> None:
+    """Refuse a command the kernel would refuse (E2BIG) whatever address it runs for. It runs
+    with the daemon's environment, which counts too: this process's stands in for it."""
+    environment = [f"{name}={value}" for name, value in os.environ.items()]
+    total, longest = exec_size(argv, environment)
+    hint = "shorten it, or move the long part into a script the command runs"
+    longest_allowed = 32 * os.sysconf("SC_PAGE_SIZE")  # the kernel's MAX_ARG_STRLEN
+    if longest > longest_allowed:
+        raise where.error(key, f"{key}: an argument is {longest} bytes with its placeholders at "
+                          f"their longest; the kernel takes at most {longest_allowed} "
+                          "(MAX_ARG_STRLEN)", hint)
+    limit = os.sysconf("SC_ARG_MAX")
+    if total > limit:
+        raise where.error(key, f"{key}: the command and the environment are {total} bytes with "
+                          f"the placeholders at their longest; the kernel takes at most {limit} "
+                          "(ARG_MAX)", hint)
 
 
 def _check_placeholders(arg: str, key: str, where: Where) -> None:
@@ -359,7 +407,7 @@ def _check_placeholders(arg: str, key: str, where: Where) -> None:
                               "use {ip}, {door} or {key}; write '{{' for a literal brace")
 
 
-def _parse_spa(raw: Any, where: Where) -> SpaConfig:
+def _parse_spa(raw: Any, where: Where, status: os.stat_result | None) -> SpaConfig:
     from knockgate.core.spa import make_keyring  # SPA crypto only for SPA configs
 
     table = _Table.read(raw, SPA, where, "[spa] must be a table",
@@ -368,8 +416,8 @@ def _parse_spa(raw: Any, where: Where) -> SpaConfig:
     if not isinstance(raw_keys, list) or not raw_keys:
         raise table.error("key", "[spa] has no [[spa.key]]", "add one per user, with name, "
                           "secret_file and open")
-    keys = tuple(_parse_spa_key(entry, Where(where.path, where.lines, "spa.key", index))
-                 for index, entry in enumerate(raw_keys))
+    keys = tuple(_parse_spa_key(entry, Where(where.path, where.lines, "spa.key", index),
+                                status) for index, entry in enumerate(raw_keys))
     try:
         make_keyring(entry.key for entry in keys)
     except ConfigError as exc:  # a name given twice: reported at the first key
@@ -378,7 +426,7 @@ def _parse_spa(raw: Any, where: Where) -> SpaConfig:
     return SpaConfig(port=table.number("port"), max_age=table.number("max_age"), keys=keys)
 
 
-def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
+def _parse_spa_key(raw: Any, where: Where, status: os.stat_result | None) -> SpaKeyConfig:
     from knockgate.core.spa import SpaKey
 
     table = _Table.read(raw, SPA_KEY, where, "each SPA key must be a table",
@@ -390,7 +438,7 @@ def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
         raise table.error(None, f"SPA key {name!r} may neither open ports nor run actions",
                           "add open = ['tcp:22'] or actions = { 21 = [...] }")
     # _NAME and decode_secret have checked what SpaKey checks: it raises nothing here.
-    key = SpaKey(name, _read_secret(table))
+    key = SpaKey(name, _read_secret(table, status))
     return SpaKeyConfig(
         key=key, open=opens, open_for=table.number("open_for"), actions=actions,
         sources=_parse_sources(table), allow_nat=table.boolean("allow_nat"),
@@ -398,7 +446,7 @@ def _parse_spa_key(raw: Any, where: Where) -> SpaKeyConfig:
     )
 
 
-def _read_secret(table: _Table) -> bytes:
+def _read_secret(table: _Table, status: os.stat_result | None) -> bytes:
     from knockgate.core.spa import decode_secret
 
     if ("secret" in table.raw) == ("secret_file" in table.raw):
@@ -408,6 +456,10 @@ def _read_secret(table: _Table) -> bytes:
         key, text = "secret_file", read_secret_file(table.raw["secret_file"], table.where)
     else:
         key, text = "secret", table.raw["secret"]
+        if status is not None:
+            path = table.where.path
+            check_trusted(f"{path}, which holds an inline secret,", path, status, secret=True,
+                          where=table.where, key=key)
         if not isinstance(text, str):
             raise table.error(key, "secret must be a string",
                               "write the base64 line from 'knockgate keygen' in quotes")
