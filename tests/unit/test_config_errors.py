@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
+import pwd
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,12 @@ SPA = f'[spa]\n[[spa.key]]\nname="alice"\nsecret="{SECRET}"\nopen=["tcp:22"]\n'
 SPA_KEY = '[spa]\n[[spa.key]]\nname="alice"\nopen=["tcp:22"]\n'  # lines 1-4, no secret yet
 HMAC = base64.b64encode(b"h" * 64).decode()
 FWKNOP_KEYS = f"KEY_BASE64 {SECRET}\nHMAC_KEY_BASE64 {HMAC}\n"
+
+# Arguments that fit ARG_MAX as written (14 bytes each with NUL and pointer) and do not once
+# {ip} is a full IPv6 address (48 bytes) or {key} a 32-character name (41 bytes).
+_ARG_MAX = os.sysconf("SC_ARG_MAX")
+IPS_OVER_ARG_MAX = ", ".join(['"/bin/echo"'] + ['"{ip}"'] * (_ARG_MAX // 48 + 1))
+KEYS_OVER_ARG_MAX = ", ".join(['"/bin/echo"'] + ['"{key}"'] * (_ARG_MAX // 41 + 1))
 
 # (config text, file the error names, its line, words of the reason, words of the hint).
 # "{d}" is a directory holding the files of FILES.
@@ -127,6 +136,25 @@ CASES = {
     "one-time relative": ('[[door]]\nname="a"\nopen=["tcp:22"]\none_time_sequences="once"\n',
                           "k.toml", 4, "one_time_sequences must be an absolute path",
                           "e.g. one_time_sequences = '/"),
+    "one-time writable by others": ('[[door]]\nname="a"\nopen=["tcp:22"]\n'
+                                    'one_time_sequences="{d}/once-open"\n', "k.toml", 4,
+                                    "one_time_sequences {d}/once-open is writable by others "
+                                    "(mode -rw-rw-rw-)", "chmod go-w {d}/once-open"),
+    # commands the kernel would refuse (E2BIG), counted with {ip} as a full IPv6 address
+    "argument over MAX_ARG_STRLEN": (f'{DOOR}command=["/bin/echo", "{"x" * 131072}"]\n',
+                                     "k.toml", 5, "command: an argument is 131073 bytes",
+                                     "move the long part into a script"),
+    "placeholder pushes an argument over": (
+        f'{DOOR}command=["/bin/echo", "{"x" * 131040}{{ip}}"]\n', "k.toml", 5,
+        "command: an argument is 131080 bytes with its placeholders at their longest",
+        "shorten it"),
+    "argv over ARG_MAX": (f"{DOOR}stop_command=[{IPS_OVER_ARG_MAX}]\n", "k.toml", 5,
+                          "stop_command: the command and the environment are",
+                          "move the long part into a script"),
+    "shell command over MAX_ARG_STRLEN": (f'{DOOR}shell=true\ncommand="{"x" * 131072}"\n',
+                                          "k.toml", 6, "(MAX_ARG_STRLEN)", "shorten it"),
+    "action over ARG_MAX": (f"{SPA}actions={{21=[{KEYS_OVER_ARG_MAX}]}}\n", "k.toml", 6,
+                            "(ARG_MAX)", "shorten it"),
     "tcp_flags alone": (f'{DOOR}tcp_flags="s"\n', "k.toml", 5,
                         "tcp_flags only applies to one_time_sequences",
                         "write the flags into each frame"),
@@ -199,6 +227,8 @@ CASES = {
     "secret_file group-readable": (f'{SPA_KEY}secret_file="{{d}}/group"\n', "k.toml", 5,
                                    "secret_file {d}/group is readable or writable by others "
                                    "(mode -rw-r-----)", "chmod 600 {d}/group"),
+    "secret_file of another user": (f'{SPA_KEY}secret_file="{{d}}/nobodys"\n', "k.toml", 5,
+                                    "secret_file {d}/nobodys is owned by uid", "chown root"),
     "open_for of a key": (f"{SPA}open_for=0\n", "k.toml", 6, "open_for = 0 is out of range",
                           "use 1 to 604800"),
     "allow_nat": (f"{SPA}allow_nat=1\n", "k.toml", 6, "allow_nat must be true or false",
@@ -223,6 +253,9 @@ CASES = {
     "access relative": ('[fwknop]\naccess="access.conf"\n', "k.toml", 2,
                         "access must be an absolute path",
                         "e.g. access = '/etc/fwknop/access.conf'"),
+    "access readable by others": ('[fwknop]\naccess="{d}/access-world.conf"\n', "k.toml", 2,
+                                  "access {d}/access-world.conf is readable or writable by "
+                                  "others (mode -rw-r--r--)", "chmod 600 {d}/access-world.conf"),
     "access unreadable": ('[fwknop]\naccess="{d}/missing"\n', "k.toml", 2,
                           "cannot read {d}/missing", "point access at fwknop's access.conf"),
     "access without OPEN_PORTS": ('[fwknop]\naccess="{d}/no-ports.conf"\n',
@@ -248,7 +281,11 @@ FILES = {
     "no-ports.conf": (f"# no OPEN_PORTS\nSOURCE ANY\n{FWKNOP_KEYS}", 0o600),
     "bad.conf": (f"SOURCE ANY\n{FWKNOP_KEYS}OPEN_PORT tcp/22\n", 0o600),
     "empty.conf": ("# nothing\n", 0o600),
+    "once-open": ("7000,8000:udp,9000\n", 0o666),
+    "access-world.conf": (f"SOURCE ANY\n{FWKNOP_KEYS}OPEN_PORTS tcp/22\n", 0o644),
+    "nobodys": (SECRET + "\n", 0o600),
 }
+NOBODY = pwd.getpwnam("nobody").pw_uid
 
 
 @pytest.fixture
@@ -256,6 +293,7 @@ def files(tmp_path: Path) -> Path:
     for name, (text, mode) in FILES.items():
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(mode)
+    os.chown(tmp_path / "nobodys", NOBODY, -1)  # we run as root (tests/e2e need it too)
     return tmp_path
 
 
@@ -297,3 +335,148 @@ def test_one_time_file_gone_when_the_daemon_rereads_it(tmp_path):
         read_one_time(missing, ALL_FLAGS, int(TcpFlag.SYN))
     assert (info.value.path, info.value.line) == (missing, None)
     assert f"cannot read one_time_sequences {missing}" in info.value.reason
+
+
+# The file itself (load_config): the config names commands run as root, and may hold secrets.
+
+def config_file(tmp_path: Path, text: str, mode: int, uid: int = 0) -> Path:
+    path = tmp_path / "k.toml"
+    path.write_text(text)
+    os.chown(path, uid, -1)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(("mode", "uid", "reason", "hint"), [
+    (0o666, 0, "is writable by others (mode -rw-rw-rw-)", "chmod go-w {path}"),
+    (0o664, 0, "is writable by others (mode -rw-rw-r--)", "chmod go-w {path}"),
+    (0o644, NOBODY, f"is owned by uid {NOBODY}, not root", "chown root {path}"),
+])
+def test_a_config_others_may_write_is_refused(tmp_path, mode, uid, reason, hint):
+    path = config_file(tmp_path, DOOR, mode, uid)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == (f"{path}: the config, which names commands run as root, "
+                               f"{reason} (hint: {hint.format(path=path)})")
+
+
+def test_a_knockd_conf_others_may_write_is_refused_too(tmp_path):
+    path = config_file(tmp_path, "[options]\n[a]\n  sequence = 7000,8000\n"
+                       "  command = /bin/true\n", 0o646)
+    with pytest.raises(ConfigError, match="writable by others"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_an_inline_secret_in_a_config_others_may_read_is_refused(tmp_path, mode):
+    path = config_file(tmp_path, SPA, mode)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert (info.value.path, info.value.line) == (str(path), 4)
+    assert info.value.reason == (f"{path}, which holds an inline secret, is readable or "
+                                 f"writable by others (mode {stat.filemode(0o100000 | mode)})")
+    assert info.value.hint == f"chmod 600 {path}"
+
+
+def test_a_config_only_root_may_write_is_accepted_and_with_a_secret_only_root_may_read(tmp_path):
+    assert load_config(str(config_file(tmp_path, DOOR, 0o644))).doors
+    assert load_config(str(config_file(tmp_path, SPA, 0o600))).spa is not None
+
+
+def test_a_symlinked_config_is_judged_by_its_target(tmp_path):
+    target = config_file(tmp_path, DOOR, 0o666)
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match=f"^{link}: the config.*writable by others"):
+        load_config(str(link))
+
+
+# state_dir: what the daemon's replay store will use, judged the same by check and serve.
+
+def spa_with_state_dir(state_dir: Path) -> str:
+    return f'[daemon]\nstate_dir="{state_dir}"\n{SPA}'  # state_dir on line 2
+
+
+@pytest.mark.parametrize("kind", ["missing", "a directory", "a symlink to a directory"])
+def test_a_usable_state_dir_is_accepted(tmp_path, kind):
+    state = tmp_path / "state"
+    if kind != "missing":
+        (tmp_path / "real").mkdir(mode=0o700)
+        (tmp_path / "real" / "replay.sqlite3").write_text("")
+        if kind == "a directory":
+            (tmp_path / "real").rename(state)
+        else:
+            state.symlink_to(tmp_path / "real")
+    assert parse_config(spa_with_state_dir(state), "k.toml").spa is not None
+
+
+def _state_world_writable(d: Path) -> tuple[str, str]:
+    (d / "state").mkdir()
+    (d / "state").chmod(0o777)
+    return "state_dir {state} is writable by others (mode drwxrwxrwx)", "chmod go-w {state}"
+
+
+def _state_symlink_to_tmp(d: Path) -> tuple[str, str]:
+    (d / "shared").mkdir()
+    (d / "shared").chmod(0o1777)
+    (d / "state").symlink_to(d / "shared")
+    return "state_dir {state} is writable by others (mode drwxrwxrwt)", "chmod go-w {state}"
+
+
+def _state_dangling_symlink(d: Path) -> tuple[str, str]:
+    (d / "state").symlink_to(d / "gone")
+    return "state_dir {state} is a symlink to {d}/gone, which does not exist", \
+        "mkdir -m 700 {d}/gone"
+
+
+def _state_a_file(d: Path) -> tuple[str, str]:
+    (d / "state").write_text("")
+    return "state_dir {state} is not a directory", "point state_dir at a directory"
+
+
+def _state_under_a_file(d: Path) -> tuple[str, str]:
+    (d / "file").write_text("")
+    (d / "state").symlink_to(d / "file" / "state")
+    return "cannot use state_dir {state}: Not a directory", "a directory the daemon can create"
+
+
+def _state_of_another_user(d: Path) -> tuple[str, str]:
+    (d / "state").mkdir(mode=0o700)
+    os.chown(d / "state", NOBODY, -1)
+    return f"state_dir {{state}} is owned by uid {NOBODY}, not root", "chown root {state}"
+
+
+def _state_replay_cache_of_another_user(d: Path) -> tuple[str, str]:
+    (d / "state").mkdir(mode=0o700)
+    (d / "state" / "replay.sqlite3").write_text("")
+    os.chown(d / "state" / "replay.sqlite3", NOBODY, -1)
+    return f"{{state}}/replay.sqlite3 in state_dir is owned by uid {NOBODY}", \
+        "chown root {state}/replay.sqlite3"
+
+
+def _state_replay_cache_writable(d: Path) -> tuple[str, str]:
+    (d / "state").mkdir(mode=0o700)
+    (d / "state" / "replay.sqlite3-wal").write_text("")
+    (d / "state" / "replay.sqlite3-wal").chmod(0o662)
+    return "{state}/replay.sqlite3-wal in state_dir is writable by others (mode -rw-rw--w-)", \
+        "chmod go-w {state}/replay.sqlite3-wal"
+
+
+@pytest.mark.parametrize("make", [
+    _state_world_writable, _state_symlink_to_tmp, _state_dangling_symlink, _state_a_file,
+    _state_under_a_file, _state_of_another_user, _state_replay_cache_of_another_user,
+    _state_replay_cache_writable])
+def test_a_state_dir_the_daemon_must_not_trust_is_refused_at_its_line(tmp_path, make):
+    reason, hint = make(tmp_path)
+    state = tmp_path / "state"
+    with pytest.raises(ConfigError) as info:
+        parse_config(spa_with_state_dir(state), "k.toml")
+    assert (info.value.path, info.value.line) == ("k.toml", 2)
+    assert reason.format(state=state, d=tmp_path) in info.value.reason
+    assert info.value.hint is not None and hint.format(state=state, d=tmp_path) in info.value.hint
+
+
+def test_state_dir_is_not_judged_without_spa_which_alone_uses_it(tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state").chmod(0o777)
+    assert parse_config(f'[daemon]\nstate_dir="{tmp_path / "state"}"\n{DOOR}').doors

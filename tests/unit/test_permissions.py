@@ -49,7 +49,8 @@ def test_a_file_others_may_write_is_refused_with_chmod_go_w(mode, shown):
 def test_a_secret_others_may_read_or_write_is_refused_with_chmod_600(mode):
     problem = distrust("/k", status(mode), 0, secret=True)
     assert problem is not None
-    assert problem.reason == f"is readable or writable by others (mode {stat.filemode(stat.S_IFREG | mode)})"
+    shown = stat.filemode(stat.S_IFREG | mode)
+    assert problem.reason == f"is readable or writable by others (mode {shown})"
     assert problem.hint == "chmod 600 /k"
 
 
