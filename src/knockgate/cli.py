@@ -111,12 +111,17 @@ def _add_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="e.g. /etc/knockd.conf")
 
 
+# What a secret given as an option costs: the command line is no secret on Linux.
+_IN_PS = "every local user sees it in ps and /proc/PID/cmdline"
+
+
 def _add_open(spa: argparse.ArgumentParser) -> None:
     spa.add_argument("host", help="server address or name, or a profile from --profiles")
     spa.add_argument("--key-name", help="the key's name in the server's [[spa.key]]")
     secret = spa.add_mutually_exclusive_group()
-    secret.add_argument("--secret", help="base64 secret (prefer --secret-file)")
-    secret.add_argument("--secret-file", help="file holding the base64 secret")
+    secret.add_argument("--secret", help=f"base64 secret; {_IN_PS}: prefer --secret-file")
+    secret.add_argument("--secret-file", help="file holding the base64 secret (warns if others "
+                        "may read it)")
     spa.add_argument("--open", action="append", default=[], metavar="PROTO:PORT",
                      help="port to open, e.g. tcp:22 (repeatable)")
     spa.add_argument("--action", type=int, help="action code to run instead of opening ports")
@@ -130,10 +135,17 @@ def _add_open(spa: argparse.ArgumentParser) -> None:
         "fwknop", "with --fwknop, send an fwknop 2.x packet that fwknopd (or knockgate's "
         "[fwknop]) accepts; keys as in fwknop's .fwknoprc")
     fwknop.add_argument("--fwknop", action="store_true", help="speak fwknop's format")
-    fwknop.add_argument("--key-base64", help="KEY_BASE64 (Rijndael key)")
-    fwknop.add_argument("--key-rijndael", help="KEY, the passphrase form")
-    fwknop.add_argument("--hmac-key-base64", help="HMAC_KEY_BASE64")
-    fwknop.add_argument("--hmac-key", help="HMAC_KEY, the passphrase form")
+    key = fwknop.add_mutually_exclusive_group()
+    key.add_argument("--key-file", metavar="FILE",
+                     help="file holding KEY_BASE64, the Rijndael key (one base64 line)")
+    key.add_argument("--key-base64", help=f"KEY_BASE64; {_IN_PS}: prefer --key-file")
+    key.add_argument("--key-rijndael", help=f"KEY, the passphrase form; {_IN_PS}")
+    hmac_key = fwknop.add_mutually_exclusive_group()
+    hmac_key.add_argument("--hmac-key-file", metavar="FILE",
+                          help="file holding HMAC_KEY_BASE64 (one base64 line)")
+    hmac_key.add_argument("--hmac-key-base64",
+                          help=f"HMAC_KEY_BASE64; {_IN_PS}: prefer --hmac-key-file")
+    hmac_key.add_argument("--hmac-key", help=f"HMAC_KEY, the passphrase form; {_IN_PS}")
     fwknop.add_argument("--hmac-digest-type", default="sha256",
                         help="md5, sha1, sha256 (default), sha384, sha512, sha3_256, sha3_512")
     fwknop.add_argument("--user", help="user name in the packet (default: your login name)")

@@ -14,12 +14,17 @@ import time
 from ipaddress import IPv4Address, ip_address
 
 from knockgate.client.knock import resolve, send_datagram
+from knockgate.client.profiles import read_secret_file
 from knockgate.compat.fwknop.wire import DEFAULT_PORT, Access, MsgType, encode
 from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.errors import KnockgateError
 
 
-def _key(text_b64: str | None, text: str | None, what: str) -> bytes | None:
+def _key(text_b64: str | None, text: str | None, file: str | None, what: str) -> bytes | None:
+    """A key from its base64 form, its passphrase form or a file holding the base64 form
+    (which keeps it out of ps); argparse lets at most one of them through."""
+    if file:
+        text_b64, what = read_secret_file(file).strip(), f"{file} (one base64 line)"
     if text_b64:
         try:
             return base64.b64decode(text_b64, validate=True)
@@ -53,13 +58,14 @@ def _message(args: argparse.Namespace) -> tuple[MsgType, Access | str, int | Non
 
 
 def send_fwknop(args: argparse.Namespace) -> None:
-    key = _key(args.key_base64, args.key_rijndael, "--key-base64")
+    key = _key(args.key_base64, args.key_rijndael, args.key_file, "--key-base64")
     if key is None:
-        raise KnockgateError("--fwknop needs --key-base64 or --key-rijndael")
-    hmac_key = _key(args.hmac_key_base64, args.hmac_key, "--hmac-key-base64")
+        raise KnockgateError("--fwknop needs --key-file (or --key-base64, --key-rijndael)")
+    hmac_key = _key(args.hmac_key_base64, args.hmac_key, args.hmac_key_file, "--hmac-key-base64")
     if hmac_key is None:
-        raise KnockgateError("--fwknop needs --hmac-key-base64 (packets without an HMAC are "
-                             "refused by default on both fwknopd 2.6 setups and knockgate)")
+        raise KnockgateError("--fwknop needs --hmac-key-file (or --hmac-key-base64, --hmac-key): "
+                             "packets without an HMAC are refused by default on both fwknopd "
+                             "2.6 setups and knockgate")
     server = resolve(args.host, socket.AF_INET)
     assert isinstance(server, IPv4Address)
     kind, access, timeout = _message(args)

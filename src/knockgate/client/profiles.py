@@ -7,9 +7,13 @@
     open = ["tcp:22"]                               # or action = 21
     port = 62201
     allow_ip = "203.0.113.7"                        # only behind NAT (the key needs allow_nat)
+
+A file holding a secret (a key file, or this file with an inline ``secret``) that others may
+read or change gets a warning on stderr, by the rule the daemon applies (config/files.py).
 """
 
 import os
+import sys
 from typing import Any, NamedTuple
 
 from knockgate.client import DEFAULT_PROFILES
@@ -52,7 +56,31 @@ def load_profile(name: str, path: str = DEFAULT_PROFILES) -> Profile | None:
     raw = servers.get(name) if isinstance(servers, dict) else None
     if raw is None:
         return None
+    if isinstance(raw, dict) and "secret" in raw:
+        warn_if_exposed(file, os.stat(file))
     return _profile(raw, file, name)
+
+
+def read_secret_file(path: str) -> str:
+    """The text of a file holding a secret, with a warning if others may read or change it.
+    Only a warning: the key is the user's to protect, and the server judges its own copy."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            warn_if_exposed(path, os.fstat(handle.fileno()))
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the secret: {exc}", path=path) from exc
+
+
+def warn_if_exposed(path: str, status: os.stat_result) -> None:
+    # The daemon's own rule; imported only when a file is read, as the server side's modules
+    # stay out of the client (test_client.py checks what each command imports).
+    from knockgate.config.files import distrust
+
+    problem = distrust(path, status, os.geteuid(), secret=True)
+    if problem is not None:
+        print(f"knockgate open: warning: {path} holds a secret and {problem.reason}; anyone who "
+              f"can read it can open your doors (hint: {problem.hint})", file=sys.stderr)
 
 
 def _profile(raw: Any, path: str, name: str) -> Profile:

@@ -9,10 +9,10 @@ import time
 from ipaddress import ip_address
 
 from knockgate.client.knock import resolve, send_datagram
-from knockgate.client.profiles import Profile, load_profile
+from knockgate.client.profiles import Profile, load_profile, read_secret_file
 from knockgate.core.kinds.ports import parse_port_spec
 from knockgate.core.spa import NONCE_SIZE, SpaKey, SpaRequest, decode_secret, seal_at
-from knockgate.errors import ConfigError, KnockgateError
+from knockgate.errors import KnockgateError
 from knockgate.model import DEFAULT_SPA_PORT
 
 
@@ -21,11 +21,7 @@ def _secret_text(args: argparse.Namespace, profile: Profile) -> str:
         return str(args.secret)
     file = args.secret_file or profile.secret_file
     if file:
-        try:
-            with open(file, encoding="ascii") as handle:
-                return handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the secret: {exc}", path=file) from exc
+        return read_secret_file(file)
     if profile.secret:
         return profile.secret
     raise KnockgateError("no secret: pass --secret-file FILE (or --secret, or a profile)")

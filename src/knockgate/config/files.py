@@ -33,13 +33,13 @@ class Distrust(NamedTuple):
 def distrust(path: str, status: os.stat_result, daemon_uid: int, secret: bool
              ) -> Distrust | None:
     """None when knockgate may trust the file or directory ``path`` whose stat is ``status``:
-    owned by root or ``daemon_uid`` and writable by nobody else, for a ``secret`` readable by
-    nobody else either. Anyone else who may write it could put commands in a config (run as
-    root), keys in access.conf or forged entries in the replay cache; anyone who may read a
-    secret can forge packets."""
+    owned by root or ``daemon_uid`` (the daemon's user; the client's, for `knockgate open`)
+    and writable by nobody else, for a ``secret`` readable by nobody else either. Anyone
+    else who may write it could put commands in a config (run as root), keys in access.conf
+    or forged entries in the replay cache; anyone who may read a secret can forge packets."""
     reasons, fixes = [], []
     if status.st_uid not in (0, daemon_uid):
-        owners = "root" if daemon_uid == 0 else f"root or the daemon's user (uid {daemon_uid})"
+        owners = "root" if daemon_uid == 0 else f"root or uid {daemon_uid}"
         reasons.append(f"is owned by uid {status.st_uid}, not {owners}")
         fixes.append(f"chown {'root' if daemon_uid == 0 else daemon_uid} {path}")
     if secret and status.st_mode & (_WRITABLE_BY_OTHERS | _READABLE_BY_OTHERS):
