@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.conftest import SECRET, RunningDaemon, knockgate_cli
-from tests.support.testbed import SERVER_V4
+from tests.support.testbed import SERVER_V4, inside
 
 if TYPE_CHECKING:  # imported at run time, pytest would try to collect the class
     from tests.support.testbed import TestBed
@@ -122,3 +124,20 @@ def test_a_state_dir_symlink_to_a_private_directory_serves(bed, tmp_path):
     assert (tmp_path / "real" / "replay.sqlite3").exists()
     daemon.stop()
     assert subprocess.run(["test", "-L", str(tmp_path / "state")]).returncode == 0
+
+
+def test_a_reload_refuses_a_config_that_became_writable_by_others_and_keeps_serving(bed, serve,
+                                                                                   tmp_path):
+    bed.listen(22)
+    daemon = serve(DOOR)
+    config = tmp_path / "knockgate.toml"
+    config.chmod(0o646)
+    mark = daemon.mark()
+    daemon.signal(signal.SIGHUP)
+    line = daemon.wait_for("reload failed, still serving the previous configuration", after=mark)
+    assert line.endswith(f"{config}: the config, which names commands run as root, is writable "
+                         f"by others (mode -rw-r--rw-) (hint: chmod go-w {config})")
+    bed.send_syns([7000])
+    with inside(bed.client), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"\0", (SERVER_V4, 8000))
+    assert bed.wait_until_open(SERVER_V4, 22) is not None, daemon.log
