@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import pwd
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from knockgate.config.files import read_one_time
-from knockgate.config.load import load_config, parse_config
+from knockgate.config.load import exec_size, load_config, parse_config
 from knockgate.errors import ConfigError
 from knockgate.model import ALL_FLAGS, TcpFlag
 
@@ -480,3 +482,55 @@ def test_state_dir_is_not_judged_without_spa_which_alone_uses_it(tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state").chmod(0o777)
     assert parse_config(f'[daemon]\nstate_dir="{tmp_path / "state"}"\n{DOOR}').doors
+
+
+# The ARG_MAX check's arithmetic: what execve(2) counts, and where its limit lies.
+
+def test_exec_size_counts_each_string_its_nul_and_its_pointer_with_placeholders_at_longest():
+    # "/bin/echo" 9+1+8 and its path again, 9+1; {ip} a full IPv6 address, 39+1+8; "A=b"
+    # 3+1+8; "{{k}}" is "{k}".
+    assert exec_size(["/bin/echo", "{ip}"], ["A=b"]) == (28 + 48 + 12, 40)
+    assert exec_size(["/bin/echo", "{door}-{key}", "{{k}}"], []) == (28 + 74 + 12, 66)
+    assert exec_size([], []) == (0, 0)
+
+
+def argv_of_size(total: int) -> list[str]:
+    """A /bin/true argv that execve(2) counts as exactly ``total`` bytes (no environment)."""
+    argv, left = ["/bin/true"], total - 28
+    while left > 100_009 + 9:
+        argv.append("a" * 100_000)
+        left -= 100_009
+    return [*argv, "a" * (left - 9)]
+
+
+def test_a_command_exactly_at_arg_max_passes_and_one_byte_more_is_refused(monkeypatch):
+    monkeypatch.setattr(os, "environ", {})  # the environment counts: leave it out here
+    limit = os.sysconf("SC_ARG_MAX")
+    fits, too_long = argv_of_size(limit), argv_of_size(limit + 1)
+    assert exec_size(fits, [])[0] == limit
+    # What the check depends on: the kernel draws the line at exactly this byte.
+    subprocess.run(fits, env={}, check=True)
+    with pytest.raises(OSError) as refused:
+        subprocess.run(too_long, env={}, check=True)
+    assert refused.value.errno == errno.E2BIG
+
+    def config(argv: list[str]) -> str:
+        return DOOR + "command = [" + ", ".join(f'"{arg}"' for arg in argv) + "]\n"
+
+    assert parse_config(config(fits)).doors[0].command
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(too_long), "k.toml")
+    assert (info.value.line, info.value.reason) == (5, (
+        f"command: the command and the environment are {limit + 1} bytes with the "
+        f"placeholders at their longest; the kernel takes at most {limit} (ARG_MAX)"))
+
+
+def test_one_argument_at_the_kernels_bound_passes_and_one_byte_more_is_refused():
+    bound = 32 * os.sysconf("SC_PAGE_SIZE") - 1  # MAX_ARG_STRLEN counts the NUL
+    subprocess.run(["/bin/true", "a" * bound], env={}, check=True)
+    with pytest.raises(OSError) as refused:
+        subprocess.run(["/bin/true", "a" * (bound + 1)], env={}, check=True)
+    assert refused.value.errno == errno.E2BIG
+    assert parse_config(f'{DOOR}command = ["/bin/true", "{"a" * bound}"]\n').doors
+    with pytest.raises(ConfigError, match=f"an argument is {bound + 2} bytes"):
+        parse_config(f'{DOOR}command = ["/bin/true", "{"a" * (bound + 1)}"]\n')

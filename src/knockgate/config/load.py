@@ -371,10 +371,12 @@ def _argv(value: Any, key: str, where: Where) -> tuple[str, ...]:
 def exec_size(argv: Sequence[str], environment: Sequence[str]) -> tuple[int, int]:
     """What execve(2) counts against ARG_MAX for ``argv`` (placeholders at their longest) run
     with ``environment`` ("NAME=value" strings): every string with its NUL and a pointer to
-    it; and the longest single argument with its NUL, which the kernel bounds on its own."""
+    it, and the program's path (argv[0]) once more with its NUL, as the kernel copies it too;
+    and the longest single argument with its NUL, which the kernel bounds on its own."""
     expanded = [arg.format_map(_LONGEST).encode() for arg in argv]
     strings = [*expanded, *(entry.encode() for entry in environment)]
-    return (sum(len(s) + 1 + _POINTER for s in strings),
+    program = len(expanded[0]) + 1 if expanded else 0
+    return (program + sum(len(s) + 1 + _POINTER for s in strings),
             max((len(arg) + 1 for arg in expanded), default=0))
 
 
