@@ -103,6 +103,7 @@ def serve(bed: TestBed, tmp_path: Path):
     def start(config_text: str, *extra: str) -> RunningDaemon:
         config = tmp_path / "knockgate.toml"
         config.write_text(config_text)
+        config.chmod(0o600)  # it may hold an inline secret
         daemon = RunningDaemon(bed, config, *extra)
         started.append(daemon)
         daemon.wait_for("ready, watching")

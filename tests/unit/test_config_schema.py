@@ -33,6 +33,7 @@ def test_daemon_spa_and_key_left_to_their_defaults_are_the_value_types_defaults(
     access = tmp_path / "access.conf"
     access.write_text(f"SOURCE ANY\nKEY_BASE64 {SECRET}\nOPEN_PORTS tcp/22\n"
                       "KNOCKGATE_ALLOW_NO_HMAC Y\n")
+    access.chmod(0o600)
     config = parse_config(f'[spa]\n[[spa.key]]\nname="a"\nsecret="{SECRET}"\nopen=["tcp:22"]\n'
                           f'[fwknop]\naccess="{access}"\n')
     assert config.options == DaemonOptions()
@@ -83,6 +84,7 @@ def test_hidden_ports_include_the_spa_ports_unless_knock_ports_are_left_visible(
     access = tmp_path / "access.conf"
     access.write_text(f"SOURCE ANY\nKEY_BASE64 {SECRET}\nOPEN_PORTS tcp/443, udp/53, tcp/22\n"
                       "KNOCKGATE_ALLOW_NO_HMAC Y\n")
+    access.chmod(0o600)
     spa = (f'[spa]\nport=40000\n[[spa.key]]\nname="a"\nsecret="{SECRET}"\n'
            'open=["tcp:2022", "tcp:22"]\n')
     fwknop = f'[fwknop]\naccess="{access}"\nport=30000\n'

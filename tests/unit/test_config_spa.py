@@ -104,6 +104,7 @@ FW_ACCESS_TIMEOUT 45
 def test_fwknop_reads_the_access_conf_it_names(tmp_path):
     access = tmp_path / "access.conf"
     access.write_text(ACCESS)
+    access.chmod(0o600)
     config = parse_config(f'[fwknop]\naccess = "{access}"\nport = 40001\nmax_age = 90\n')
     fwknop = config.fwknop
     assert fwknop is not None and config.doors == () and config.spa is None
@@ -118,6 +119,7 @@ def test_fwknop_reads_the_access_conf_it_names(tmp_path):
 def test_fwknop_defaults_are_fwknopds(tmp_path):
     access = tmp_path / "access.conf"
     access.write_text(ACCESS)
+    access.chmod(0o600)
     config = parse_config(f'[fwknop]\naccess = "{access}"\n')
     assert config.fwknop is not None
     assert (config.fwknop.port, config.fwknop.max_age) == (62201, 120.0)
@@ -127,6 +129,7 @@ def test_fwknop_without_hmac_is_accepted_with_a_warning(tmp_path):
     access = tmp_path / "access.conf"
     access.write_text(f"SOURCE ANY\nKEY_BASE64 {b64(ALICE)}\nOPEN_PORTS tcp/22\n"
                       "KNOCKGATE_ALLOW_NO_HMAC Y\n")
+    access.chmod(0o600)
     config = parse_config(f'[fwknop]\naccess = "{access}"\n')
     assert f"{access}:1: warning: this stanza accepts packets without an HMAC " \
            "(KNOCKGATE_ALLOW_NO_HMAC)" in config.warnings
@@ -135,6 +138,7 @@ def test_fwknop_without_hmac_is_accepted_with_a_warning(tmp_path):
 def test_fwknop_and_spa_may_share_a_port(tmp_path):
     access = tmp_path / "access.conf"
     access.write_text(ACCESS)
+    access.chmod(0o600)
     config = parse_config(f'[fwknop]\naccess = "{access}"\n'
                           f'[spa]\n[[spa.key]]\nname="a"\nsecret="{b64(ALICE)}"\n'
                           'open=["tcp:22"]\n')
