@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.e2e.conftest import knockgate_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from kernel_memory import door_config, meminfo_kib  # noqa: E402
+from kernel_memory import door_config, meminfo_kib
 
 DOORS = 200
 PER_DOOR_KIB = 64
