@@ -32,13 +32,13 @@ add chain inet knockgate knock_v6
 flush chain inet knockgate knock_v6
 add set inet knockgate ssh-stage1_v4 { type ipv4_addr; size 1024; flags dynamic,timeout; timeout 2500ms; }
 delete set inet knockgate ssh-stage2_v4
-add set inet knockgate ssh-stage2_v4 { type ipv4_addr; size 1024; flags dynamic,timeout; timeout 2500ms; }
+add set inet knockgate ssh-stage2_v4 { type ipv4_addr; size 256; flags dynamic,timeout; timeout 2500ms; }
 add set inet knockgate ssh-overflow_v4 { typeof numgen random mod 1024; size 2048; flags dynamic,timeout; timeout 2500ms; }
-add set inet knockgate ssh-penalty_v4 { type ipv4_addr; size 1024; flags dynamic,timeout; timeout 10000ms; }
+add set inet knockgate ssh-penalty_v4 { type ipv4_addr; size 256; flags dynamic,timeout; timeout 10000ms; }
 add set inet knockgate ssh-stage1_v6 { type ipv6_addr; size 1024; flags dynamic,timeout; timeout 2500ms; }
-add set inet knockgate ssh-stage2_v6 { type ipv6_addr; size 1024; flags dynamic,timeout; timeout 2500ms; }
+add set inet knockgate ssh-stage2_v6 { type ipv6_addr; size 256; flags dynamic,timeout; timeout 2500ms; }
 add set inet knockgate ssh-overflow_v6 { typeof numgen random mod 1024; size 2048; flags dynamic,timeout; timeout 2500ms; }
-add set inet knockgate ssh-penalty_v6 { type ipv6_addr; size 1024; flags dynamic,timeout; timeout 10000ms; }
+add set inet knockgate ssh-penalty_v6 { type ipv6_addr; size 256; flags dynamic,timeout; timeout 10000ms; }
 """  # noqa: E501
 
 GOLDEN_RULES_V4 = """\

@@ -152,3 +152,88 @@ def test_concatenated_keys_pad_every_field_to_four_bytes():
         [10, 0, 0, 1, 6, 0, 0, 0, 0, 22, 0, 0])
     assert len(concat_key(ip_address("fd00::1"), "udp", 1194)) == 24
     assert concat_key(ip_address("10.0.0.1"), "udp", 1194)[4] == 17
+
+
+# --- kernel memory (core/nft/memory.py, config/checks.py) -------------------------------------
+
+def _doors_config(doors: int, extra: str = "") -> str:
+    return extra + "".join(
+        f'[[door]]\nname="d{n}"\nsequence=["tcp:{10000 + 3 * n}","udp:{10001 + 3 * n}",'
+        f'"tcp:{10002 + 3 * n}"]\nopen=["tcp:22"]\nengine="kernel"\n' for n in range(doors))
+
+
+def test_set_memory_follows_the_kernels_bucket_array():
+    from knockgate.core.nft.memory import ELEMENT_BYTES, SET_OVERHEAD_BYTES, set_memory
+    # 192 elements: 256 buckets of 8 bytes plus a header, rounded up by kmalloc to 4 KiB.
+    assert set_memory(192).idle == SET_OVERHEAD_BYTES + 4096
+    assert set_memory(192).full == set_memory(192).idle + 192 * ELEMENT_BYTES
+    # 32768: what every door cost before sets were sized by need, 1 MiB of buckets each.
+    assert set_memory(32768).idle == SET_OVERHEAD_BYTES + (1 << 20)
+    # The kernel's hint is 16 bits: a size of 65536 allocates the default 64 buckets.
+    assert set_memory(65536).idle < set_memory(192).idle
+    assert set_memory(None) == set_memory(0)
+
+
+def test_default_kernel_door_stays_under_64_kib_idle():
+    from knockgate.config.checks import kernel_memory
+    one, many = (kernel_memory(parse_config(_doors_config(n))) for n in (1, 101))
+    per_door = (many.idle - one.idle) / 100
+    assert per_door <= 64 * 1024
+    old = kernel_memory(parse_config(_doors_config(1, "[daemon]\nmax_pending=32768\n")))
+    assert old.idle > 2 * 2**20, "the old default still costs megabytes per door"
+
+
+def test_check_refuses_a_table_over_the_budget_and_names_the_way_out():
+    from knockgate.config.checks import KERNEL_MEMORY_SHARE, check_kernel_memory
+    from knockgate.errors import ConfigError
+    config = parse_config(_doors_config(300, "[daemon]\nmax_pending=32768\n"), "k.toml")
+    with pytest.raises(ConfigError) as info:
+        check_kernel_memory(config, 8 * 2**30)
+    assert info.value.path == "k.toml" and info.value.line == 3
+    assert "max_pending" in (info.value.hint or "")
+    small = parse_config(_doors_config(300), "k.toml")
+    cost = check_kernel_memory(small, 8 * 2**30)
+    assert cost.full <= 8 * 2**30 // KERNEL_MEMORY_SHARE and cost.idle < cost.full
+
+
+def test_host_memory_reads_memtotal_and_fails_without_it(tmp_path):
+    from knockgate.config.checks import host_memory_bytes
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemFree:  10 kB\nMemTotal:       24576 kB\n")
+    assert host_memory_bytes(str(meminfo)) == 24576 * 1024
+    meminfo.write_text("garbage\n")
+    with pytest.raises(ValueError):
+        host_memory_bytes(str(meminfo))
+
+
+def test_describe_reports_kernel_memory_and_per_gap_timing():
+    from knockgate.config.describe import describe
+    lines = describe(parse_config(_doors_config(1)), host_bytes=2**30)
+    assert "each knock within 5s of the one before (10s split over 2 gaps)" in "\n".join(lines)
+    assert lines[-1].startswith("kernel memory: ")
+
+
+@pytest.mark.parametrize(("sequences", "short", "long"), [
+    ([["tcp:1"], ["tcp:1", "tcp:2"]], "d0", "d1"),
+    ([["tcp:1", "tcp:2"], ["tcp:1"]], "d1", "d0"),
+    ([["tcp:1", "tcp:2"], ["tcp:1", "tcp:2"]], "d0", "d1"),
+    ([["tcp:5"], ["tcp:1", "tcp:2"], ["tcp:1"], ["tcp:1", "tcp:3"]], "d2", "d1"),
+])
+def test_prefix_check_names_the_first_short_door_and_its_first_long_one(sequences, short, long):
+    from knockgate.errors import ConfigError
+    text = "".join(f'[[door]]\nname="d{n}"\nsequence={seq!r}\nopen=["tcp:22"]\n'.replace("'", '"')
+                   for n, seq in enumerate(sequences))
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert f"door {short!r}: its sequence is a prefix of door {long!r}'s" in info.value.reason
+
+
+def test_prefix_check_is_linear_in_doors():
+    import time
+    timings = []
+    for doors in (500, 5000):
+        text = _doors_config(doors)
+        start = time.perf_counter()
+        parse_config(text)
+        timings.append(time.perf_counter() - start)
+    assert timings[1] < 25 * timings[0], timings  # 10x the doors; quadratic would be ~100x

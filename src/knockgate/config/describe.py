@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from knockgate.config.checks import check_kernel_memory, host_memory_bytes
 from knockgate.config.schema import Config
 from knockgate.core.kinds import format_frame
 from knockgate.core.nft.first_stage import first_stage_summary
+from knockgate.core.nft.kernel_doors import stage_timeout_ms
+from knockgate.model import Door
 
 
-def describe(config: Config) -> list[str]:
-    """Human-readable summary for `knockgate check`."""
+def kernel_timing(door: Door) -> str:
+    """How a kernel door times its knocks: each stage keeps a source for its share of the
+    timeout, so the gaps, not only the total, must fit."""
+    if len(door.sequence) < 2:
+        return "a single knock opens at once"
+    gaps = len(door.sequence) - 1
+    share = stage_timeout_ms(door) / 1000
+    return (f"each knock within {share:g}s of the one before ({door.timeout:g}s split over "
+            f"{gaps} gap{'s' if gaps > 1 else ''}), so the whole sequence within "
+            f"{share * gaps:g}s; uneven gaps may fail although the total fits")
+
+
+def describe(config: Config, host_bytes: int | None = None) -> list[str]:
+    """Human-readable summary for `knockgate check`; ConfigError when the table would not
+    fit the kernel memory budget of a host with ``host_bytes`` (default: this one)."""
+    memory = check_kernel_memory(config, host_memory_bytes() if host_bytes is None
+                                 else host_bytes)
     lines = []
     for door in config.doors:
         knocks = " ".join(format_frame(f) for f in door.sequence) or "(one-time sequences used up)"
@@ -19,6 +37,8 @@ def describe(config: Config) -> list[str]:
                      + (f"; penalty {door.penalty:g}s" if door.penalty else ""))
         if door.engine == "userspace":
             lines.append(f"  {first_stage_summary(door)}")
+        else:
+            lines.append(f"  {kernel_timing(door)}")
         if door.command:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:
@@ -44,4 +64,6 @@ def describe(config: Config) -> list[str]:
                                                    if entry.actions else "")
                          + (f", from {', '.join(map(str, entry.sources))}" if entry.sources
                             else "") + (", NAT allowed" if entry.allow_nat else ""))
+    lines.append(f"kernel memory: {memory.idle / 1024:.0f} KiB with no knock in progress, at "
+                 f"most {memory.full / 1024:.0f} KiB with every bounded set full")
     return lines

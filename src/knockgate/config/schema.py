@@ -17,8 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.config import DEFAULT_STATE_DIR
-from knockgate.core.engine import DEFAULT_MAX_PENDING
-from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP
+from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP, DEFAULT_STAGE_SIZE
 from knockgate.model import (
     DEFAULT_SPA_PORT,
     FWKNOP_ACCESS_PATH,
@@ -79,7 +78,9 @@ def _table(model: Any, *options: Option) -> Mapping[str, Option]:
 
 class DaemonOptions(NamedTuple):
     interfaces: tuple[str, ...] = ()
-    max_pending: int = DEFAULT_MAX_PENDING
+    # What a kernel door's first stage needs (core/nft/kernel_doors.py): each unit costs the
+    # kernel memory whether used or not, and floods are met by the overflow buckets instead.
+    max_pending: int = DEFAULT_STAGE_SIZE
     command_timeout: float = 10.0
     hide_knock_ports: bool = True
     state_dir: str = DEFAULT_STATE_DIR

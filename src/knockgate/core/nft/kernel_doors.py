@@ -7,9 +7,11 @@ rule that opens the door also logs the packet to an NFLOG group with the prefix 
 Layout, for door ``ssh`` with frames F1..Fn and each IP version (v4 shown):
 
 - ``ssh-stage1_v4`` .. ``ssh-stage<n-1>_v4``: sources that matched exactly k frames
-  (``flags dynamic,timeout; size N``). A source sits in at most one of them.
+  (``flags dynamic,timeout; size N``, N/4 from stage 2 on, see ``later_size``). A source sits
+  in at most one of them.
 - ``ssh-overflow_v4``: where a first knock goes while ``ssh-stage1_v4`` is full (see below).
-- ``ssh-penalty_v4``, only with a penalty: sources whose knocks are ignored for a while.
+- ``ssh-penalty_v4``, only with a penalty: sources whose knocks are ignored for a while
+  (``size N/4``).
 - ``ssh_v4``, the door's grant set (core/nft/grants.py): Fn adds the source with ``open_for``.
 
 (core/nft/names.py spells every name.) The input chain sends TCP and UDP packets addressed to this
@@ -72,7 +74,11 @@ from knockgate.core.nft.parts import TablePart, add_rule, declare_set
 from knockgate.model import Door
 
 DEFAULT_LOG_GROUP = 0x6B67  # "kg"
-DEFAULT_STAGE_SIZE = 16384
+# Sources at the first knock, per door and IP version. Small on purpose: the kernel allocates a
+# hash set's buckets for its whole size when the set is created (core/nft/memory.py), and a
+# flood fills any size anyway -- the overflow buckets, not stage 1's size, keep the real
+# client's knock working then.
+DEFAULT_STAGE_SIZE = 192
 # One jiffy at HZ=100 is 10 ms; a stage shorter than two could expire the moment it starts.
 MIN_STAGE_MS = 20
 
@@ -171,6 +177,13 @@ def _sets(door: Door, version: IpVersion) -> _DoorSets:
     )
 
 
+def later_size(settings: KernelSettings) -> int:
+    """The size of stages 2 and on and of the penalty box: a quarter of stage 1, as the
+    userspace engine keeps a quarter as many sources further along (core/sequence.py).
+    Reaching them takes a knock after the first, so a first-knock flood never fills them."""
+    return max(1, settings.stage_size // 4)
+
+
 def overflow_set_size(settings: KernelSettings) -> int:
     """Room for twice the buckets. An ``add`` does not refresh a bucket, so under a flood each
     expires and is set again; until the kernel's garbage collection (about once a second)
@@ -228,17 +241,18 @@ def render_kernel_doors(doors: Sequence[Door], settings: KernelSettings,
 
 def _declarations(door: Door, sets: _DoorSets, settings: KernelSettings,
                   existing: Collection[str]) -> list[str]:
-    size, stage_ms = settings.stage_size, stage_timeout_ms(door)
+    stage_ms = stage_timeout_ms(door)
     address = f"type {sets.version.address_type}"
-    commands = [command for stage in sets.stages
-                for command in declare_set(stage, address, size=size, timeout_ms=stage_ms,
-                                           existing=existing)]
+    commands = [command for index, stage in enumerate(sets.stages)
+                for command in declare_set(stage, address, timeout_ms=stage_ms,
+                                           size=later_size(settings) if index else
+                                           settings.stage_size, existing=existing)]
     if sets.stages:
         commands += declare_set(sets.overflow, bucket_key(settings),
                                 size=overflow_set_size(settings), timeout_ms=stage_ms,
                                 existing=existing)
     if sets.penalty:
-        commands += declare_set(sets.penalty, address, size=size,
+        commands += declare_set(sets.penalty, address, size=later_size(settings),
                                 timeout_ms=max(1, round(door.penalty * 1000)), existing=existing)
     return commands
 
