@@ -53,7 +53,7 @@ CASES = {
     "interfaces": (f'[daemon]\ninterfaces=[1]\n{DOOR}', "k.toml", 2,
                    "interfaces must be a list of names", "e.g. ['eth0']"),
     "not a whole number": (f"[daemon]\nmax_pending=1.5\n{DOOR}", "k.toml", 2,
-                           "max_pending must be a whole number", "e.g. max_pending = 32768"),
+                           "max_pending must be a whole number", "e.g. max_pending = 192"),
     "not a number": (f'[daemon]\ncommand_timeout="x"\n{DOOR}', "k.toml", 2,
                      "command_timeout must be a number", "e.g. command_timeout = 10.0"),
     "number too small": (f"[daemon]\ncommand_timeout=0\n{DOOR}", "k.toml", 2,

@@ -44,12 +44,15 @@ add set inet knockgate ssh-penalty_v6 { type ipv6_addr; size 256; flags dynamic,
 GOLDEN_RULES_V4 = """\
 add rule inet knockgate input meta pkttype host meta l4proto { tcp, udp } meta nfproto vmap { ipv4 : jump knock_v4, ipv6 : jump knock_v6 }
 add rule inet knockgate knock_v4 ip saddr @ssh-stage2_v4 tcp dport 9000 tcp flags & (fin|syn|rst|psh|ack|urg) == fin|ack delete @ssh-stage2_v4 { ip saddr } update @ssh_v4 { ip saddr timeout 30000ms } log prefix "kg:ssh" group 7
-add rule inet knockgate knock_v4 ip saddr @ssh-stage2_v4 meta l4proto . th dport != { udp . 8000 } delete @ssh-stage2_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
+add rule inet knockgate knock_v4 ip saddr @ssh-stage2_v4 meta l4proto != udp delete @ssh-stage2_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
+add rule inet knockgate knock_v4 ip saddr @ssh-stage2_v4 udp dport != 8000 delete @ssh-stage2_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
 add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 udp dport 8000 delete @ssh-stage1_v4 { ip saddr } add @ssh-stage2_v4 { ip saddr }
-add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 meta l4proto . th dport != { tcp . 7000 } delete @ssh-stage1_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
+add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 meta l4proto != tcp delete @ssh-stage1_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
+add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 tcp dport != 7000 delete @ssh-stage1_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
 add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 tcp dport 7000 tcp flags & (fin|syn|rst|psh|ack|urg) != syn delete @ssh-stage1_v4 { ip saddr } add @ssh-penalty_v4 { ip saddr }
 add rule inet knockgate knock_v4 jhash ip saddr mod 1024 seed 0x1234abcd @ssh-overflow_v4 ip saddr != @ssh-penalty_v4 udp dport 8000 delete @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd } add @ssh-stage2_v4 { ip saddr }
-add rule inet knockgate knock_v4 jhash ip saddr mod 1024 seed 0x1234abcd @ssh-overflow_v4 meta l4proto . th dport != { tcp . 7000 } delete @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd }
+add rule inet knockgate knock_v4 jhash ip saddr mod 1024 seed 0x1234abcd @ssh-overflow_v4 meta l4proto != tcp delete @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd }
+add rule inet knockgate knock_v4 jhash ip saddr mod 1024 seed 0x1234abcd @ssh-overflow_v4 tcp dport != 7000 delete @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd }
 add rule inet knockgate knock_v4 jhash ip saddr mod 1024 seed 0x1234abcd @ssh-overflow_v4 tcp dport 7000 tcp flags & (fin|syn|rst|psh|ack|urg) != syn delete @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd }
 add rule inet knockgate knock_v4 tcp dport 7000 tcp flags & (fin|syn|rst|psh|ack|urg) == syn ip saddr != @ssh-stage1_v4 ip saddr != @ssh-stage2_v4 ip saddr != @ssh-penalty_v4 add @ssh-stage1_v4 { ip saddr }
 add rule inet knockgate knock_v4 tcp dport 7000 tcp flags & (fin|syn|rst|psh|ack|urg) == syn ip saddr != @ssh-stage1_v4 ip saddr != @ssh-stage2_v4 ip saddr != @ssh-penalty_v4 add @ssh-overflow_v4 { jhash ip saddr mod 1024 seed 0x1234abcd }
@@ -73,8 +76,9 @@ def test_ipv6_rules_mirror_ipv4():
 def test_without_penalty_resets_only():
     rules = render_kernel_doors([THREE], SETTINGS).rules
     assert not any("penalty" in r for r in rules)
-    assert ("add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 meta l4proto . th dport "
-            "!= { tcp . 7000 } delete @ssh-stage1_v4 { ip saddr }") in rules
+    for mismatch in ("meta l4proto != tcp", "tcp dport != 7000"):
+        assert (f"add rule inet knockgate knock_v4 ip saddr @ssh-stage1_v4 {mismatch} "
+                "delete @ssh-stage1_v4 { ip saddr }") in rules
 
 
 def test_single_knock_door_opens_at_once():
@@ -106,8 +110,9 @@ def test_flag_frames():
     # Flags are ignored on the first frame, so only another port or protocol resets stage 1.
     stage1_resets = [r for r in rules if r.startswith(f"{V4}ip saddr @ssh-stage1_v4 ")
                      and "add @ssh-stage2" not in r]
-    assert stage1_resets == [f"{V4}ip saddr @ssh-stage1_v4 meta l4proto . th dport "
-                             "!= { tcp . 110 } delete @ssh-stage1_v4 { ip saddr }"]
+    assert stage1_resets == [f"{V4}ip saddr @ssh-stage1_v4 {mismatch} delete @ssh-stage1_v4 "
+                             "{ ip saddr }"
+                             for mismatch in ("meta l4proto != tcp", "tcp dport != 110")]
 
 
 def test_doors_render_one_after_another_per_version():

@@ -152,7 +152,8 @@ def pending(engine: Engine) -> int:
 
 
 def test_engine_routes_only_the_ports_of_its_doors():
-    engine = Engine([door("tcp:7000", "tcp:9000"), door("udp:5000", "udp:6000", name="vpn")])
+    engine = Engine([door("tcp:7000", "tcp:9000"), door("udp:5000", "udp:6000", name="vpn")],
+                    max_pending=16)
     pkt = Packet(A, SERVER, "tcp", 40000, 7000, SYN)
     assert route(engine, pkt, 0) == [Progress("ssh", A.packed, 1, 2)]
     assert route(engine, Packet(A, SERVER, "tcp", 40000, 22, SYN), 0) == []

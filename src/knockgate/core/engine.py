@@ -8,13 +8,11 @@ from knockgate.core.kinds import knock_port
 from knockgate.core.sequence import DoorSequence
 from knockgate.model import Decision, Door, IPAddress
 
-DEFAULT_MAX_PENDING = 32768
-
 
 class Engine:
     """Pure: ``handle_knock(..., now)`` returns decisions; no sockets, no clocks."""
 
-    def __init__(self, doors: Iterable[Door], max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(self, doors: Iterable[Door], max_pending: int) -> None:
         self.max_pending = max_pending
         # A one-time door whose file is used up has no sequence: it is closed for good.
         self.doors = {door.name: DoorSequence(door, max_pending) for door in doors

@@ -11,6 +11,7 @@ import logging
 import os.path
 from typing import TYPE_CHECKING, NamedTuple
 
+from knockgate.config.checks import check_kernel_memory, host_memory_bytes
 from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
 from knockgate.core.gate import Gate
@@ -74,7 +75,9 @@ class Setup(NamedTuple):
 
 def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float
             ) -> Setup:
-    """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open."""
+    """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open.
+    A table over the kernel memory budget is refused here, as `knockgate check` refuses it."""
+    check_kernel_memory(config, host_memory_bytes())
     spa = fwknop = None
     spa_clauses = []
     spa_shape = (0, 0)

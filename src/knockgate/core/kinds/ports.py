@@ -168,7 +168,9 @@ def nft_match(frame: Frame) -> str:
 def nft_mismatches(frame: Frame) -> list[str]:
     """nftables matches that each catch part of "not ``frame``"; together they catch all of
     it (for TCP and UDP packets)."""
-    conditions = [f"meta l4proto . th dport != {{ {frame.proto} . {frame.port} }}"]
+    # Two plain matches, not "meta l4proto . th dport != { tcp . N }": nft makes an anonymous
+    # set of that, and each one slows a large table's transaction (1000 doors: 20 s -> 8 s).
+    conditions = [f"meta l4proto != {frame.proto}", f"{frame.proto} dport != {frame.port}"]
     if frame.proto == "tcp" and frame.flags_mask:
         conditions.append(f"tcp dport {frame.port} tcp flags & "
                           f"({_nft_flags(frame.flags_mask)}) != "
