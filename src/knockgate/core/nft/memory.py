@@ -16,12 +16,10 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-# rhashtable: 4/3 buckets per expected element, a power of two; 64 without a hint; 8 bytes
-# per bucket after a small header, and kmalloc rounds the array up to a power of two.
-_HINT_BITS = 16
-_DEFAULT_BUCKETS = 64
-_BUCKET_BYTES = 8
-_TABLE_HEADER_BYTES = 64
+# rhashtable: 4/3 buckets per expected element, a power of two, the hint read as 16 bits; 64
+# buckets without a hint; 8 bytes per bucket after a 64-byte header, and kmalloc rounds the
+# array up to a power of two.
+_HINT_BITS, _DEFAULT_BUCKETS, _BUCKET_BYTES, _TABLE_HEADER_BYTES = 16, 64, 8, 64
 # The set itself, its share of the rules and chains that name it, and slab rounding: what
 # bench/kernel_memory.py measured per door, less the buckets, over the door's sets.
 SET_OVERHEAD_BYTES = 4096
