@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.config import DEFAULT_STATE_DIR
 from knockgate.core.engine import DEFAULT_MAX_PENDING
+from knockgate.core.nft.grants import CLOSED_PORT_SETTINGS
 from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP
 from knockgate.model import (
     DEFAULT_SPA_PORT,
@@ -82,6 +83,7 @@ class DaemonOptions(NamedTuple):
     max_pending: int = DEFAULT_MAX_PENDING
     command_timeout: float = 10.0
     hide_knock_ports: bool = True
+    closed_ports: str = CLOSED_PORT_SETTINGS[0]  # "auto": do what the host's firewall does
     state_dir: str = DEFAULT_STATE_DIR
     log_file: str | None = None
     syslog: bool = False
@@ -159,6 +161,8 @@ DAEMON = _table(
     Option("command_timeout", "seconds a command may run before it is killed",
            low=0.1, high=3600),
     Option("hide_knock_ports", "drop packets to knock ports so they look like any closed port"),
+    Option("closed_ports", "how hidden and ungranted ports answer: 'auto' (like this host's "
+           "closed ports), 'reject' (TCP reset, ICMP port unreachable) or 'drop' (silence)"),
     Option("state_dir", "where the SPA replay cache lives"),
     Option("log_file", "also append the log to this file"),
     Option("syslog", "log to syslog instead of stderr"),
