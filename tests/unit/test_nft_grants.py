@@ -19,6 +19,7 @@ from knockgate.core.nft.grants import (
 )
 from knockgate.core.nft.names import MARKED_TABLE, TABLE_COMMENT, is_marked
 from knockgate.errors import ConfigError, FirewallError
+from knockgate.io import nft as nft_module
 from knockgate.io.nft import Nftables
 from knockgate.model import Door, PortSpec
 
@@ -237,3 +238,27 @@ def test_input_chains_skips_our_table_other_hooks_and_families():
 def test_an_unreadable_ruleset_stops_the_start():
     with pytest.raises(FirewallError, match="could not list the ruleset"):
         nftables_with(FakeLibnftables()).input_chains()
+
+
+def test_the_check_line_reads_the_host_or_says_why_it_cannot(monkeypatch):
+    class Readable(FakeLibnftables):
+        def __init__(self):
+            super().__init__(json_answers={"chains": (0, {"nftables": [
+                json_chain("ip", "filter", "INPUT", policy="drop")]}, ""),
+                "INPUT": (0, {"nftables": []}, "")})
+
+    class Stub(Nftables):
+        def __init__(self, fake=Readable):
+            self._ctx = fake()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(nft_module, "Nftables", Stub)
+    assert nft_module.closed_ports_line("auto").startswith(
+        "closed, hidden and ungranted ports: IPv4 drop, IPv6 reject")
+    assert "IPv4 reject" in nft_module.closed_ports_line("reject")
+    monkeypatch.setattr(Stub, "__init__", lambda self: setattr(self, "_ctx", FakeLibnftables()))
+    assert nft_module.closed_ports_line("auto") == (
+        'closed ports: closed_ports = "auto", decided at start (could not list the ruleset: '
+        "Error: Operation not permitted)")

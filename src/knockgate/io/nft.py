@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from knockgate.core.nft.grants import ElementGrant, HostChain
+from knockgate.core.nft.grants import (
+    ElementGrant,
+    HostChain,
+    closed_port_answer,
+    describe_closed_ports,
+)
 from knockgate.core.nft.names import FAMILY, TABLE, TABLE_REF, is_marked
 from knockgate.core.nft.table import render_teardown
 from knockgate.errors import FirewallError
@@ -110,3 +115,17 @@ class Nftables:
 
     def close(self) -> None:
         self._elements.close()
+
+
+def closed_ports_line(setting: str) -> str:
+    """What `knockgate check` says closed ports answer on this host now (``[daemon]
+    closed_ports = setting``); "auto" needs to read the ruleset, which needs root."""
+    try:
+        nft = Nftables()
+        try:
+            chains = nft.input_chains() if setting == "auto" else []
+        finally:
+            nft.close()
+    except FirewallError as exc:
+        return f'closed ports: closed_ports = "{setting}", decided at start ({exc})'
+    return describe_closed_ports(closed_port_answer(setting, chains))
