@@ -160,7 +160,8 @@ DAEMON = _table(
            low=1, high=10_000_000, whole=True),
     Option("command_timeout", "seconds a command may run before it is killed",
            low=0.1, high=3600),
-    Option("hide_knock_ports", "drop packets to knock ports so they look like any closed port"),
+    Option("hide_knock_ports", "close knock ports too (as closed_ports says), so they look like "
+           "any closed port"),
     Option("closed_ports", "how hidden and ungranted ports answer: 'auto' (like this host's "
            "closed ports), 'reject' (TCP reset, ICMP port unreachable) or 'drop' (silence)"),
     Option("state_dir", "where the SPA replay cache lives"),
