@@ -203,10 +203,12 @@ def _serve(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     from knockgate.config.describe import describe
     from knockgate.config.load import load_config
+    from knockgate.io.nft import closed_ports_line
 
     config = load_config(args.config)
     for line in describe(config):
         print(line)
+    print(closed_ports_line(config.options.closed_ports))
     for warning in config.warnings:
         print(warning, file=sys.stderr)
     print(f"{args.config}: OK, {len(config.doors)} door(s)"

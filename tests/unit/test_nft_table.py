@@ -26,7 +26,7 @@ open = ["udp:1194", "tcp:22"]
 """
 
 GOLDEN = """\
-add table inet knockgate
+add table inet knockgate { comment "made by knockgate serve"; }
 add chain inet knockgate input { type filter hook input priority filter - 10; policy accept; }
 flush chain inet knockgate input
 add set inet knockgate ssh_v4 { type ipv4_addr; flags dynamic,timeout; }

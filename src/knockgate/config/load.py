@@ -37,6 +37,7 @@ from knockgate.config.schema import (
 )
 from knockgate.core.kinds import parse_frame
 from knockgate.core.kinds.ports import is_number, parse_flags, parse_port_spec
+from knockgate.core.nft.grants import CLOSED_PORT_SETTINGS
 from knockgate.core.nft.kernel_doors import kernel_reason
 from knockgate.errors import ConfigError
 from knockgate.model import ENGINES, Door, Frame, IPNetwork, OneTimeSource, SpaKeyConfig
@@ -234,12 +235,21 @@ def _parse_options(raw: Any, where: Where) -> DaemonOptions:
         max_pending=table.number("max_pending"),
         command_timeout=table.number("command_timeout"),
         hide_knock_ports=table.boolean("hide_knock_ports"),
+        closed_ports=_closed_ports(table),
         state_dir=table.absolute_path("state_dir"),
         log_file=table.absolute_path("log_file"),
         syslog=table.boolean("syslog"),
         engine=table.engine() or DAEMON["engine"].default,
         nflog_group=table.number("nflog_group"),
     )
+
+
+def _closed_ports(table: _Table) -> str:
+    value = table.raw.get("closed_ports", DAEMON["closed_ports"].default)
+    if value not in CLOSED_PORT_SETTINGS:
+        raise table.error("closed_ports", f"closed_ports {value!r} is unknown",
+                          "use 'auto', 'reject' or 'drop'")
+    return str(value)
 
 
 def _parse_door(raw: Any, where: Where, default_engine: str) -> Door:

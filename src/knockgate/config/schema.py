@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.config import DEFAULT_STATE_DIR
+from knockgate.core.nft.grants import CLOSED_PORT_SETTINGS
 from knockgate.core.nft.kernel_doors import DEFAULT_LOG_GROUP, DEFAULT_STAGE_SIZE
 from knockgate.model import (
     DEFAULT_SPA_PORT,
@@ -83,6 +84,7 @@ class DaemonOptions(NamedTuple):
     max_pending: int = DEFAULT_STAGE_SIZE
     command_timeout: float = 10.0
     hide_knock_ports: bool = True
+    closed_ports: str = CLOSED_PORT_SETTINGS[0]  # "auto": do what the host's firewall does
     state_dir: str = DEFAULT_STATE_DIR
     log_file: str | None = None
     syslog: bool = False
@@ -159,7 +161,10 @@ DAEMON = _table(
            low=1, high=10_000_000, whole=True),
     Option("command_timeout", "seconds a command may run before it is killed",
            low=0.1, high=3600),
-    Option("hide_knock_ports", "drop packets to knock ports so they look like any closed port"),
+    Option("hide_knock_ports", "close knock ports too (as closed_ports says), so they look like "
+           "any closed port"),
+    Option("closed_ports", "how hidden and ungranted ports answer: 'auto' (like this host's "
+           "closed ports), 'reject' (TCP reset, ICMP port unreachable) or 'drop' (silence)"),
     Option("state_dir", "where the SPA replay cache lives"),
     Option("log_file", "also append the log to this file"),
     Option("syslog", "log to syslog instead of stderr"),

@@ -27,6 +27,10 @@ from knockgate.core.gate import (
     VerifySpa,
 )
 from knockgate.core.kernel_events import kernel_event
+from knockgate.core.nft.grants import (
+    closed_port_answer,
+    describe_closed_ports,
+)
 from knockgate.core.nft.kernel_doors import KernelSettings
 from knockgate.core.nft.table import TablePlan, render_table
 from knockgate.daemon.effects import Effects
@@ -74,6 +78,7 @@ class Daemon:
     def run(self) -> None:
         loop = self.resources.loop
         try:
+            self.resources.nft.refuse_foreign_table()
             self._install(self.setup.config)
             self._watch(self.setup)
             loop.add_reader(self.nflog.fileno(), self._on_kernel_readable)
@@ -99,11 +104,13 @@ class Daemon:
         settings = KernelSettings(config.options.nflog_group,
                                   min(config.options.max_pending, 1 << 20),
                                   self.resources.overflow_seed, self._interfaces(config))
-        plan = TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
-                         settings)
         nft = self.resources.nft
+        answer = closed_port_answer(config.options.closed_ports, nft.input_chains())
+        plan = TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
+                         settings, answer)
         nft.apply(render_table(plan, nft.existing_sets()))
         self._installed = True
+        log.info("%s", describe_closed_ports(answer))
 
     def _watch(self, setup: Setup) -> None:
         if setup.capture is not None:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from knockgate.core.nft.grants import ElementGrant
-from knockgate.core.nft.names import FAMILY, TABLE, TABLE_REF
+from knockgate.core.nft.grants import (
+    ElementGrant,
+    HostChain,
+    closed_port_answer,
+    describe_closed_ports,
+)
+from knockgate.core.nft.names import FAMILY, TABLE, TABLE_REF, is_marked
 from knockgate.core.nft.table import render_teardown
 from knockgate.errors import FirewallError
 from knockgate.io.nfnetlink import SetElementWriter
@@ -54,6 +59,50 @@ class Nftables:
             if "set" in item and item["set"].get("table") == TABLE
         }
 
+    def refuse_foreign_table(self) -> None:
+        """Raise FirewallError if a table inet knockgate exists that knockgate did not make:
+        adopting it would rewrite, and at exit delete, another program's rules."""
+        self._ctx.set_terse_output(True)  # a table's sets may hold many elements: skip them
+        try:
+            rc, listing, error = self._ctx.cmd(f"list table {TABLE_REF}")
+        finally:
+            self._ctx.set_terse_output(False)
+        if rc != 0:
+            if "No such file" in error:
+                return
+            raise FirewallError(f"could not read table {TABLE_REF}: {error.strip()}")
+        if not is_marked(listing):
+            raise FirewallError(
+                f"a table {TABLE_REF} exists that knockgate did not make (it lacks knockgate's "
+                "comment), and knockgate would rewrite and delete it (hint: see what it is with "
+                f"`nft list table {TABLE_REF}`; if nothing needs it, as when an older knockgate "
+                f"left it, remove it with `nft delete table {TABLE_REF}`)")
+
+    def input_chains(self) -> list[HostChain]:
+        """The base chains on the input hook of the ip, ip6 and inet tables but knockgate's,
+        each with its last rule: what core/nft/grants.py's closed_port_answer reads."""
+        chains = []
+        for item in self._list_json({"chains": {}}):
+            chain = item.get("chain", {})
+            if (chain.get("hook") != "input" or chain.get("family") not in ("ip", "ip6", "inet")
+                    or (chain["family"], chain.get("table")) == (FAMILY, TABLE)):
+                continue
+            rules = [entry["rule"] for entry in self._list_json({"chain": {
+                key: chain[key] for key in ("family", "table", "name")}}) if "rule" in entry]
+            last_rule = tuple(next(iter(expr)) for expr in rules[-1]["expr"]) if rules else ()
+            chains.append(HostChain(chain["family"], chain["table"], chain["name"],
+                                    int(chain.get("prio", 0)), chain.get("policy", "accept"),
+                                    last_rule))
+        return chains
+
+    def _list_json(self, what: dict[str, Any]) -> list[dict[str, Any]]:
+        """``list`` through libnftables' JSON input, so no name is spliced into a command."""
+        rc, output, error = self._ctx.json_cmd({"nftables": [{"list": what}]})
+        if rc != 0:
+            raise FirewallError(f"could not list the ruleset: {str(error).strip()}")
+        items: list[dict[str, Any]] = output.get("nftables", []) if output else []
+        return items
+
     def add_elements(self, grant: ElementGrant) -> None:
         """Add (or refresh) a grant's elements, in one nfnetlink batch."""
         self._elements.grant(*grant)
@@ -66,3 +115,17 @@ class Nftables:
 
     def close(self) -> None:
         self._elements.close()
+
+
+def closed_ports_line(setting: str) -> str:
+    """What `knockgate check` says closed ports answer on this host now (``[daemon]
+    closed_ports = setting``); "auto" needs to read the ruleset, which needs root."""
+    try:
+        nft = Nftables()
+        try:
+            chains = nft.input_chains() if setting == "auto" else []
+        finally:
+            nft.close()
+    except FirewallError as exc:
+        return f'closed ports: closed_ports = "{setting}", decided at start ({exc})'
+    return describe_closed_ports(closed_port_answer(setting, chains))

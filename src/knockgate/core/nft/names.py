@@ -16,6 +16,17 @@ TABLE = "knockgate"
 FAMILY = "inet"
 TABLE_REF = f"{FAMILY} {TABLE}"
 CHAIN = "input"
+# knockgate creates its table with this comment, and adopts only a table that has it (one its
+# own crash left), never a table another program made under the same name.
+TABLE_COMMENT = "made by knockgate serve"
+MARKED_TABLE = f'add table {TABLE_REF} {{ comment "{TABLE_COMMENT}"; }}'
+
+
+def is_marked(listing: str) -> bool:
+    """Whether ``listing`` (``nft list table``'s text) is of a table knockgate made: nft prints
+    a table's comment on the line after its name."""
+    lines = listing.splitlines()
+    return len(lines) > 1 and lines[1].strip() == f'comment "{TABLE_COMMENT}"'
 
 
 class IpVersion(NamedTuple):

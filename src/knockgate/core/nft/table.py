@@ -16,22 +16,23 @@ from typing import NamedTuple
 
 from knockgate.core.kinds import knock_port
 from knockgate.core.nft.first_stage import render_userspace_rules
-from knockgate.core.nft.grants import render_drops, render_grants
+from knockgate.core.nft.grants import SILENT, ClosedPortAnswer, render_drops, render_grants
 from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
-from knockgate.core.nft.names import CHAIN, TABLE_REF
+from knockgate.core.nft.names import CHAIN, MARKED_TABLE, TABLE_REF
 from knockgate.core.nft.parts import join
 from knockgate.model import Door, PortSpec
 
 
 class TablePlan(NamedTuple):
-    """What the table is rendered from: the ``doors``; ``hidden`` ports, dropped so they look
+    """What the table is rendered from: the ``doors``; ``hidden`` ports, closed so they look
     like every other closed port (knock and SPA ports); ``port_grants``, the ports per-port
-    grants (SPA) may open; and the kernel ``settings``."""
+    grants (SPA) may open; the kernel ``settings``; and how closed ports ``answer``."""
 
     doors: tuple[Door, ...]
     hidden: tuple[PortSpec, ...] = ()
     port_grants: tuple[PortSpec, ...] = ()
     settings: KernelSettings = KernelSettings()
+    answer: ClosedPortAnswer = SILENT
 
 
 def render_table(plan: TablePlan, existing_sets: Collection[str]) -> str:
@@ -48,7 +49,7 @@ def render_table(plan: TablePlan, existing_sets: Collection[str]) -> str:
     grants = render_grants(plan.doors, plan.port_grants)
     stale = sorted(existing - knocks.sets - grants.sets)
     commands = [
-        f"add table {TABLE_REF}",
+        MARKED_TABLE,
         f"add chain {TABLE_REF} {CHAIN} "
         "{ type filter hook input priority filter - 10; policy accept; }",
         f"flush chain {TABLE_REF} {CHAIN}",
@@ -57,7 +58,7 @@ def render_table(plan: TablePlan, existing_sets: Collection[str]) -> str:
         *(f"delete set {TABLE_REF} {name}" for name in stale),
         *grants.rules,
         *knocks.rules,
-        *render_drops(plan.doors, plan.hidden, plan.port_grants),
+        *render_drops(plan.doors, plan.hidden, plan.port_grants, plan.answer),
     ]
     return "\n".join(commands) + "\n"
 
