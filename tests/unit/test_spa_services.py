@@ -95,7 +95,6 @@ def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 def granted_once(service: ReplayGuardedService, packet: Packet, now: float) -> SpaGrant:
     grant = service.handle(packet, now)
     assert grant is not None
-    service.save()
     return grant
 
 
@@ -305,24 +304,18 @@ def test_a_failing_store_refuses_everything_until_it_works(fmt: Format, logs) ->
     store = FailingStore()
     service = fmt.service(store, fmt.now)
     store.broken = True
-    assert service.handle(fmt.first, fmt.now) is not None  # admitted in memory at once
-    service.save()
+    assert service.handle(fmt.first, fmt.now) is None  # not recorded: not granted
     assert lines(logs, logging.ERROR) == [
-        f"{fmt.name}: the replay store failed, packets are refused until it works: disk full"]
-    assert service.handle(fmt.first, fmt.now + 1) is None  # the replay
-    assert service.handle(fmt.second, fmt.now + 2) is None  # fail closed, even for a new one
-    assert lines(logs, logging.ERROR)[-1] == (
         f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, the replay store failed: "
-        "disk full")
+        "disk full"]
     service.prune(fmt.now + 3)
     assert lines(logs, logging.ERROR)[-1] == (
         f"{fmt.name}: pruning the replay store failed: disk full")
 
     store.broken = False
-    assert service.handle(fmt.first, fmt.now + 4) is None
+    assert service.handle(fmt.first, fmt.now + 4) is None  # used up when it was refused
     assert service.handle(fmt.second, fmt.now + 5) is not None
-    service.save()
-    assert len(store.rows) == 2  # both admitted packets reached the store, once each
+    assert len(store.rows) == 1
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.name)
@@ -331,30 +324,36 @@ def test_a_full_disk_under_a_real_store_grants_nothing_twice(fmt: Format, tmp_pa
     with SqliteReplayStore(tmp_path) as store:
         service = fmt.service(store, fmt.now)
         with files_cannot_grow():
-            assert service.handle(fmt.first, fmt.now) is not None
-            service.save()
+            assert service.handle(fmt.first, fmt.now) is None
             assert service.handle(fmt.first, fmt.now + 1) is None
-            assert service.handle(fmt.second, fmt.now + 2) is None
         errors = lines(logs, logging.ERROR)
-        assert errors[0].startswith(f"{fmt.name}: the replay store failed, packets are refused "
-                                    "until it works: cannot record an SPA nonce: ")
-        assert errors[-1].startswith(f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, "
-                                     "the replay store failed: cannot record an SPA nonce: ")
-        assert service.handle(fmt.first, fmt.now + 4) is None
+        assert len(errors) == 1
+        assert errors[0].startswith(f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, "
+                                    "the replay store failed: cannot record an SPA nonce: ")
         assert service.handle(fmt.second, fmt.now + 5) is not None
-        service.save()
-    with SqliteReplayStore(tmp_path) as reopened:  # both survive a restart, as used
+    with SqliteReplayStore(tmp_path) as reopened:  # a restart: the granted one stays used
         restarted = fmt.service(reopened, fmt.now + 6)
-        assert restarted.handle(fmt.first, fmt.now + 6) is None
         assert restarted.handle(fmt.second, fmt.now + 6) is None
 
 
-def test_a_store_that_already_held_an_admitted_packet_is_reported(logs) -> None:
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.name)
+def test_a_reload_carries_entries_to_a_new_store(fmt: Format, tmp_path: Path) -> None:
+    with SqliteReplayStore(tmp_path / "a") as old_store, \
+            SqliteReplayStore(tmp_path / "b") as new_store:
+        old = fmt.service(old_store, fmt.now)
+        assert old.handle(fmt.first, fmt.now) is not None
+        reloaded = type(old)(old.config, new_store, fmt.now + 1, old)
+        reloaded.sync(fmt.now + 1)
+        assert reloaded.handle(fmt.first, fmt.now + 1) is None
+        assert len(new_store.load(0)) == 1
+        assert fmt.service(new_store, fmt.now + 2).handle(fmt.first, fmt.now + 2) is None
+
+
+def test_a_store_that_already_held_an_admitted_packet_is_refused(logs) -> None:
     store = FailingStore()
     service = SpaService(SPA, store, NOW)
     store.rows[ALICE.key_id, (1).to_bytes(12, "big")] = NOW  # written behind the window's back
-    assert service.handle(spa_packet(1), NOW) is not None
-    service.save()
+    assert service.handle(spa_packet(1), NOW) is None
     assert lines(logs, logging.WARNING) == [
-        "spa: the replay store already held a packet just admitted"]
-
+        f"spa: key alice, packet from {CLIENT} refused: replay (the store knew it, memory "
+        "did not)"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
@@ -20,30 +20,56 @@ from knockgate.model import Packet
 
 if TYPE_CHECKING:
     from knockgate.daemon.fwknop import FwknopService
-    from knockgate.daemon.spa import SpaService
+    from knockgate.daemon.spa import ReplayGuardedService, SpaService
     from knockgate.io.capture import Capture
-    from knockgate.io.store import SqliteReplayStore
+    from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
 log = logging.getLogger("knockgate")
 
 
 class ReplayStores:
-    """Replay stores, opened once per file and kept across reloads."""
+    """Replay stores, opened once per file and kept across reloads; a file deleted, replaced
+    or not openable is opened again at the next reload."""
 
     def __init__(self) -> None:
-        self._open: dict[str, SqliteReplayStore] = {}
+        self._open: dict[str, SqliteReplayStore | UnavailableStore] = {}
+        self._replaced: list[SqliteReplayStore | UnavailableStore] = []
 
-    def get(self, state_dir: str, file_name: str) -> SqliteReplayStore:
-        from knockgate.io.store import SqliteReplayStore
+    def get(self, state_dir: str, file_name: str, *, starting: bool
+            ) -> SqliteReplayStore | UnavailableStore:
+        """The store of ``state_dir``/``file_name``. A file that cannot be opened raises, but
+        when ``starting`` it gives an UnavailableStore: the daemon serves its doors and
+        refuses SPA packets until a reload opens the file (a reload keeps the old store)."""
+        from knockgate.errors import ConfigError, KnockgateError
+        from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
         # os.path, not pathlib: pathlib (with urllib.parse) held ~0.7 MB of the daemon.
         path = os.path.normpath(os.path.join(state_dir, file_name))
-        if path not in self._open:
-            self._open[path] = SqliteReplayStore(state_dir, file_name)
-        return self._open[path]
+        known = self._open.get(path)
+        if known is not None and not known.moved():
+            return known
+        store: SqliteReplayStore | UnavailableStore
+        try:
+            opened = SqliteReplayStore(state_dir, file_name)
+        except ConfigError:
+            raise
+        except KnockgateError as exc:
+            if not starting:
+                raise
+            log.error("%s; SPA packets are refused until a reload (SIGHUP) can open it", exc)
+            store = UnavailableStore(path, exc)
+        else:
+            if opened.set_aside is not None:
+                log.error("the replay store %s was corrupt: set aside as %s; a new one "
+                          "refuses packets it cannot vouch for", path, opened.set_aside)
+            store = opened
+        if known is not None:
+            self._replaced.append(known)  # a service may still use it until the reload ends
+        self._open[path] = store
+        return store
 
     def close(self) -> None:
-        for store in self._open.values():
+        for store in [*self._replaced, *self._open.values()]:
             store.close()
 
 
@@ -72,9 +98,14 @@ class Setup(NamedTuple):
             self.capture.close()
 
 
-def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float
-            ) -> Setup:
-    """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open."""
+def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float,
+            previous: Setup | None = None) -> Setup:
+    """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open.
+
+    On a reload ``previous`` is the running setup: its SPA services' replay entries carry over
+    and are written to the new stores before this returns (or it raises).
+    """
+    starting = previous is None
     spa = fwknop = None
     spa_clauses = []
     spa_shape = (0, 0)
@@ -84,7 +115,10 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.spa import SpaService
         from knockgate.io.store import FILE_NAME
 
-        spa = SpaService(config.spa, stores.get(config.options.state_dir, FILE_NAME), now)
+        spa = SpaService(config.spa,
+                         stores.get(config.options.state_dir, FILE_NAME, starting=starting),
+                         now, None if previous is None else previous.spa)
+        _sync(spa, now, starting)
         spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
         spa_clauses.append(fixed_datagram_clause(
             config.spa.port, spa_format.PACKET_SIZE, spa_format.VERSION,
@@ -94,14 +128,31 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.fwknop import FwknopService
         from knockgate.io.store import FWKNOP_FILE_NAME
 
-        fwknop = FwknopService(config.fwknop,
-                               stores.get(config.options.state_dir, FWKNOP_FILE_NAME), now)
+        fwknop = FwknopService(
+            config.fwknop,
+            stores.get(config.options.state_dir, FWKNOP_FILE_NAME, starting=starting),
+            now, None if previous is None else previous.fwknop)
+        _sync(fwknop, now, starting)
         spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
                                                   wire.MAX_PAYLOAD))
     spa_ports = frozenset(c.port for c in (config.spa, config.fwknop) if c is not None)
     gate = Gate(config.doors, config.options.max_pending, spa_ports)
     return Setup(config, gate, open_capture(gate, spa_clauses, interfaces), spa, fwknop,
                  tuple(spa_clauses), spa_shape)
+
+
+def _sync(service: ReplayGuardedService[Any], now: float, starting: bool) -> None:
+    """A reload fails if its store cannot take the carried entries (the old setup serves
+    on); at start the daemon serves its doors and the service refuses packets until then."""
+    from knockgate.errors import KnockgateError
+
+    try:
+        service.sync(now)
+    except KnockgateError as exc:
+        if not starting:
+            raise
+        log.error("%s: the replay store failed, packets are refused until it works: %s",
+                  service.name, exc)
 
 
 def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]
