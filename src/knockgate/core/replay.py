@@ -17,8 +17,8 @@ history (a corrupt file set aside, a file that cannot be opened) vouches for not
 before ``now + max_age``: any older packet might have been admitted by the lost file.
 
 Across reloads (``carried``): a new window starts from the old window's entries and vouch
-point, and writes them all to its store (``sync``) before it admits anything, so a new
-``state_dir`` knows every packet the old one did, and a new ``max_age`` reopens nothing.
+point, and, on a new store, writes them all to it (``sync``) before it admits anything, so a
+new ``state_dir`` knows every packet the old one did, and a new ``max_age`` reopens nothing.
 
 Record, then grant. ``admit`` writes the entry to the store before it returns, so nothing is
 granted that a restart could forget; if the write fails the packet is refused, and it stays
@@ -97,11 +97,19 @@ class ReplayWindow:
             self._vouch = now + max_age if stored is None else stored
         self._seen.update(((key_id, nonce), timestamp)
                           for key_id, nonce, timestamp in store.load(self._horizon(now)))
-        # A carried window's entries, or a lost store's vouch point, are not on disk yet.
-        self._unsynced = carried is not None or stored is None
+        # A lost store lacks the vouch point; a new store lacks the carried entries. The
+        # same store has every entry ever granted (record, then grant) and a vouch point no
+        # later than the carried one, so a reload on a full disk need not write.
+        self._unsynced: bool = stored is None or (carried is not None and (
+            carried._unsynced or carried.store is not store))
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    @property
+    def store(self) -> ReplayStore:
+        """The store in use: a new one after the old file was deleted or replaced."""
+        return self._store
 
     def vouches_from(self, now: float) -> float:
         """Every packet ever admitted with a timestamp at or after this is in memory."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
@@ -19,6 +19,7 @@ from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
 if TYPE_CHECKING:
+    from knockgate.core.replay import ReplayStore
     from knockgate.daemon.fwknop import FwknopService
     from knockgate.daemon.spa import ReplayGuardedService, SpaService
     from knockgate.io.capture import Capture
@@ -35,16 +36,20 @@ class ReplayStores:
         self._open: dict[str, SqliteReplayStore | UnavailableStore] = {}
         self._replaced: list[SqliteReplayStore | UnavailableStore] = []
 
-    def get(self, state_dir: str, file_name: str, *, starting: bool
-            ) -> SqliteReplayStore | UnavailableStore:
+    def get(self, state_dir: str, file_name: str, *, starting: bool,
+            in_use: ReplayStore | None = None) -> SqliteReplayStore | UnavailableStore:
         """The store of ``state_dir``/``file_name``. A file that cannot be opened raises, but
         when ``starting`` it gives an UnavailableStore: the daemon serves its doors and
-        refuses SPA packets until a reload opens the file (a reload keeps the old store)."""
+        refuses SPA packets until a reload opens the file (a reload keeps the old store).
+        ``in_use``: the running service's store, which replaces the cached one if the window
+        wrote a new file itself (the old one was deleted)."""
         from knockgate.errors import ConfigError, KnockgateError
         from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
         # os.path, not pathlib: pathlib (with urllib.parse) held ~0.7 MB of the daemon.
         path = os.path.normpath(os.path.join(state_dir, file_name))
+        if isinstance(in_use, SqliteReplayStore) and os.path.normpath(in_use.path) == path:
+            self._open[path] = in_use  # one connection per file: it locks the file
         known = self._open.get(path)
         if known is not None and not known.moved():
             return known
@@ -105,7 +110,6 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
     On a reload ``previous`` is the running setup: its SPA services' replay entries carry over
     and are written to the new stores before this returns (or it raises).
     """
-    starting = previous is None
     spa = fwknop = None
     spa_clauses = []
     spa_shape = (0, 0)
@@ -115,10 +119,10 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.spa import SpaService
         from knockgate.io.store import FILE_NAME
 
-        spa = SpaService(config.spa,
-                         stores.get(config.options.state_dir, FILE_NAME, starting=starting),
-                         now, None if previous is None else previous.spa)
-        _sync(spa, now, starting)
+        old_spa = None if previous is None else previous.spa
+        store = _store(stores, config, FILE_NAME, old_spa)
+        spa = SpaService(config.spa, store, now, _carried(old_spa, store))
+        _sync(spa, now, starting=old_spa is None)
         spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
         spa_clauses.append(fixed_datagram_clause(
             config.spa.port, spa_format.PACKET_SIZE, spa_format.VERSION,
@@ -128,11 +132,10 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.fwknop import FwknopService
         from knockgate.io.store import FWKNOP_FILE_NAME
 
-        fwknop = FwknopService(
-            config.fwknop,
-            stores.get(config.options.state_dir, FWKNOP_FILE_NAME, starting=starting),
-            now, None if previous is None else previous.fwknop)
-        _sync(fwknop, now, starting)
+        old_fwknop = None if previous is None else previous.fwknop
+        store = _store(stores, config, FWKNOP_FILE_NAME, old_fwknop)
+        fwknop = FwknopService(config.fwknop, store, now, _carried(old_fwknop, store))
+        _sync(fwknop, now, starting=old_fwknop is None)
         spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
                                                   wire.MAX_PAYLOAD))
     spa_ports = frozenset(c.port for c in (config.spa, config.fwknop) if c is not None)
@@ -141,7 +144,32 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
                  tuple(spa_clauses), spa_shape)
 
 
-def _sync(service: ReplayGuardedService[Any], now: float, starting: bool) -> None:
+Service = TypeVar("Service", bound="ReplayGuardedService[Any]")
+
+
+def _store(stores: ReplayStores, config: Config, file_name: str,
+           previous: ReplayGuardedService[Any] | None) -> SqliteReplayStore | UnavailableStore:
+    return stores.get(config.options.state_dir, file_name, starting=previous is None,
+                      in_use=None if previous is None else previous.window.store)
+
+
+def _carried(previous: Service | None, store: SqliteReplayStore | UnavailableStore
+             ) -> Service | None:
+    """The service whose replay entries the new one takes over. Not one whose file could not
+    be opened, when that file now opens: it admitted nothing (every write failed), and the
+    file holds the history it lacked."""
+    from knockgate.io.store import UnavailableStore
+
+    if previous is None:
+        return None
+    old_store = previous.window.store
+    if (isinstance(old_store, UnavailableStore) and not isinstance(store, UnavailableStore)
+            and old_store.path == os.path.normpath(store.path)):
+        return None
+    return previous
+
+
+def _sync(service: ReplayGuardedService[Any], now: float, *, starting: bool) -> None:
     """A reload fails if its store cannot take the carried entries (the old setup serves
     on); at start the daemon serves its doors and the service refuses packets until then."""
     from knockgate.errors import KnockgateError

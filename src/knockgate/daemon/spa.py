@@ -106,6 +106,7 @@ class ReplayGuardedService(Generic[Opened]):
                 self._log.debug("%s: dropped a packet from %s: %s", self.name, packet.src,
                                 exc.reason)
             return None
+        store = self.window.store
         try:
             # Recorded durably before anything is granted (core/replay.py).
             self.window.admit_entry(*self._format.entry(opened), now)
@@ -116,6 +117,11 @@ class ReplayGuardedService(Generic[Opened]):
         except KnockgateError as exc:
             self._log.error("%s: %s, packet from %s refused, the replay store failed: %s",
                             self.name, self._format.who(opened), packet.src, exc)
+        finally:
+            if self.window.store is not store:
+                self._log.error("%s: the replay store file was deleted or replaced; wrote a "
+                                "new one with the %d entries in memory", self.name,
+                                len(self.window))
         return None
 
     def prune(self, now: float) -> None:
