@@ -91,6 +91,13 @@ def reload(daemon, config_path: Path, text: str) -> None:
     daemon.wait_for("reloaded spa on udp:62201", after=mark)
 
 
+def outcome(bed, daemon, packet: bytes, source: str = CLIENT_V4) -> str:
+    """Send ``packet`` from ``source``: the daemon's log line about it, opened or refused."""
+    mark = daemon.mark()
+    send_raw(bed, packet, source=source)
+    return daemon.wait_for(f"{source} ", after=mark)
+
+
 def opened_count(daemon, source: str) -> int:
     return sum(f"{OPENED}{source} " in f"{line} " for line in daemon.lines)
 
@@ -101,26 +108,20 @@ def test_a_full_disk_grants_nothing_and_no_reload_or_restart_grants_twice(
         daemon = serve(spa_config())
         filler = fill(state)
         packet = sealed(SSH)
-        send_raw(bed, packet)
-        daemon.wait_for(f"packet from {CLIENT_V4} refused, the replay store failed: "
-                        "cannot record an SPA nonce: database or disk is full")
-        assert opened_count(daemon, CLIENT_V4) == 0, daemon.log  # no record, no grant
+        assert outcome(bed, daemon, packet).endswith(  # no record, no grant
+            f"packet from {CLIENT_V4} refused, the replay store failed: cannot record an "
+            "SPA nonce: database or disk is full")
 
         reload(daemon, tmp_path / "knockgate.toml", spa_config())
-        send_raw(bed, packet, source=CLIENT_V4_OTHER)
-        daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
-
+        assert outcome(bed, daemon, packet, CLIENT_V4_OTHER).endswith("refused: replay")
         filler.unlink()
-        send_raw(bed, packet, source=CLIENT_V4_OTHER)
-        daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay", count=2)
+        assert outcome(bed, daemon, packet, CLIENT_V4_OTHER).endswith("refused: replay")
         fresh = sealed(SSH)
-        send_raw(bed, fresh)
-        daemon.wait_for(OPENED + CLIENT_V4)  # the store works again: so does SPA
+        assert OPENED in outcome(bed, daemon, fresh)  # the store works again: so does SPA
         daemon.stop()
 
         restarted = serve(spa_config())
-        send_raw(bed, fresh, source=CLIENT_V4_OTHER)
-        restarted.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
+        assert outcome(bed, restarted, fresh, CLIENT_V4_OTHER).endswith("refused: replay")
         assert opened_count(daemon, CLIENT_V4_OTHER) + opened_count(restarted,
                                                                     CLIENT_V4_OTHER) == 0
         assert opened_count(daemon, CLIENT_V4) == 1
@@ -137,17 +138,14 @@ def test_a_read_only_state_dir_refuses_spa_and_serves_once_it_is_writable(
     with mounted("--bind", "-o", "ro", str(state), at=state):
         daemon = serve(spa_config())  # the doors serve; SPA refuses what it cannot record
         daemon.wait_for(f"cannot open the replay store {state / FILE_NAME}")
-        send_raw(bed, used, source=CLIENT_V4_OTHER)
-        daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused, the replay store failed")
-        send_raw(bed, sealed(SSH))
-        daemon.wait_for(f"packet from {CLIENT_V4} refused, the replay store failed")
+        assert "refused, the replay store failed" in outcome(bed, daemon, used,
+                                                             CLIENT_V4_OTHER)
+        assert "refused, the replay store failed" in outcome(bed, daemon, sealed(SSH))
         # `ip netns exec` gave the daemon its own copy of the mount: remove that one too.
         sh("nsenter", f"--target={daemon.process.pid}", "--mount", "umount", str(state))
     reload(daemon, tmp_path / "knockgate.toml", spa_config())  # now writable again
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
-    send_raw(bed, sealed(SSH))
-    daemon.wait_for(OPENED + CLIENT_V4)
+    assert outcome(bed, daemon, used, CLIENT_V4_OTHER).endswith("refused: replay")
+    assert OPENED in outcome(bed, daemon, sealed(SSH))
     assert opened_count(daemon, CLIENT_V4_OTHER) == 0, daemon.log
 
 
@@ -166,15 +164,13 @@ def test_a_corrupt_file_is_set_aside_and_nothing_it_held_is_granted_again(
     daemon = serve(spa_config(max_age=5))
     daemon.wait_for(f"the replay store {state / FILE_NAME} was corrupt: set aside as "
                     f"{state / FILE_NAME}.corrupt")
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: older than the replay cache "
-                    "can vouch for")
+    assert outcome(bed, daemon, used, CLIENT_V4_OTHER).endswith(
+        "refused: older than the replay cache can vouch for")
     # Any packet stamped before start + max_age might be in the lost file: refused too.
-    send_raw(bed, sealed(SSH))
-    daemon.wait_for(f"packet from {CLIENT_V4} refused: older than the replay cache")
+    assert outcome(bed, daemon, sealed(SSH)).endswith(
+        "refused: older than the replay cache can vouch for")
     time.sleep(max(0.0, started + 8 - time.time()))
-    send_raw(bed, sealed(SSH))
-    daemon.wait_for(OPENED + CLIENT_V4)
+    assert OPENED in outcome(bed, daemon, sealed(SSH))
     assert opened_count(daemon, CLIENT_V4_OTHER) == 0, daemon.log
 
 
@@ -188,18 +184,14 @@ def test_a_deleted_file_is_rewritten_from_memory_and_a_restart_still_refuses(
         with contextlib.suppress(FileNotFoundError):
             (state / name).unlink()
     later = sealed(SSH)
-    send_raw(bed, later, source=CLIENT_V4_OTHER)
-    daemon.wait_for("spa: the replay store file was deleted or replaced; wrote a new one "
-                    "with the 2 entries in memory")
-    daemon.wait_for(OPENED + CLIENT_V4_OTHER)
+    assert OPENED in outcome(bed, daemon, later, CLIENT_V4_OTHER)
     daemon.stop()
 
     restarted = serve(spa_config())
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    send_raw(bed, later)
-    restarted.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
-    restarted.wait_for(f"packet from {CLIENT_V4} refused: replay")
-    assert opened_count(restarted, CLIENT_V4) + opened_count(restarted, CLIENT_V4_OTHER) == 0
+    assert outcome(bed, restarted, used, CLIENT_V4_OTHER).endswith("refused: replay")
+    assert outcome(bed, restarted, later).endswith("refused: replay")
+    daemon.wait_for("spa: the replay store file was deleted or replaced; wrote a new one "
+                    "with the 2 entries in memory")
 
 
 def test_a_reload_that_moves_state_dir_carries_every_used_packet(
@@ -210,17 +202,13 @@ def test_a_reload_that_moves_state_dir_carries_every_used_packet(
     daemon.wait_for(OPENED + CLIENT_V4)
     moved = tmp_path / "moved"
     reload(daemon, tmp_path / "knockgate.toml", spa_config(state_dir=moved))
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
+    assert outcome(bed, daemon, used, CLIENT_V4_OTHER).endswith("refused: replay")
     for name in (FILE_NAME, f"{FILE_NAME}-wal"):  # item 7: private files
         assert (moved / name).stat().st_mode & 0o777 == 0o600, name
     daemon.stop()
 
     restarted = serve(spa_config(state_dir=moved))
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    restarted.wait_for(f"packet from {CLIENT_V4_OTHER} refused: replay")
-    assert opened_count(daemon, CLIENT_V4_OTHER) + opened_count(restarted,
-                                                                CLIENT_V4_OTHER) == 0
+    assert outcome(bed, restarted, used, CLIENT_V4_OTHER).endswith("refused: replay")
 
 
 def test_raising_max_age_on_a_reload_reopens_no_packet_used_minutes_ago(
@@ -238,9 +226,6 @@ def test_raising_max_age_on_a_reload_reopens_no_packet_used_minutes_ago(
     daemon = serve(spa_config(max_age=5))
     time.sleep(max(0.0, started + 64 - time.time()))  # the first prune forgot it
     reload(daemon, tmp_path / "knockgate.toml", spa_config(max_age=600))
-    send_raw(bed, used, source=CLIENT_V4_OTHER)
-    daemon.wait_for(f"packet from {CLIENT_V4_OTHER} refused: older than the replay cache "
-                    "can vouch for", timeout=3)
-    send_raw(bed, sealed(SSH))  # a new packet is welcome under the new max_age
-    daemon.wait_for(OPENED + CLIENT_V4)
-    assert opened_count(daemon, CLIENT_V4_OTHER) == 0, daemon.log
+    assert outcome(bed, daemon, used, CLIENT_V4_OTHER).endswith(
+        "refused: older than the replay cache can vouch for")
+    assert OPENED in outcome(bed, daemon, sealed(SSH))  # new packets are welcome
