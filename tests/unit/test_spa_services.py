@@ -24,9 +24,10 @@ from knockgate.config.schema import FwknopConfig, SpaConfig
 from knockgate.core.spa import SpaKey, SpaRequest, seal_at
 from knockgate.core.spa_policy import SpaGrant
 from knockgate.daemon.fwknop import FwknopService
+from knockgate.daemon.setup import ReplayStores, carried_from
 from knockgate.daemon.spa import ReplayGuardedService, SpaService
 from knockgate.errors import KnockgateError
-from knockgate.io.store import FWKNOP_FILE_NAME, SqliteReplayStore
+from knockgate.io.store import FILE_NAME, FWKNOP_FILE_NAME, SqliteReplayStore, UnavailableStore
 from knockgate.model import Packet, PortSpec, SpaKeyConfig
 from tests.unit.test_replay import DictStore
 
@@ -357,3 +358,50 @@ def test_a_store_that_already_held_an_admitted_packet_is_refused(logs) -> None:
     assert lines(logs, logging.WARNING) == [
         f"spa: key alice, packet from {CLIENT} refused: replay (the store knew it, memory "
         "did not)"]
+
+
+# --- the daemon's stores across reloads (daemon/setup.py) ------------------------------------
+
+
+def test_stores_are_kept_across_reloads_and_reopened_when_the_file_moved(tmp_path: Path) -> None:
+    stores = ReplayStores()
+    try:
+        first = stores.get(str(tmp_path), FILE_NAME, starting=True)
+        assert stores.get(str(tmp_path) + "/", FILE_NAME, starting=False) is first
+        (tmp_path / FILE_NAME).unlink()
+        second = stores.get(str(tmp_path), FILE_NAME, starting=False)
+        assert second is not first and (tmp_path / FILE_NAME).exists()
+        # A window that wrote the new file itself hands its store over: one connection.
+        assert isinstance(second, SqliteReplayStore)
+        (tmp_path / FILE_NAME).unlink()
+        rewritten = second.reopened()
+        assert stores.get(str(tmp_path), FILE_NAME, starting=False, in_use=rewritten) \
+            is rewritten
+    finally:
+        stores.close()
+
+
+def test_an_unopenable_store_is_unavailable_at_start_and_an_error_on_reload(
+        tmp_path: Path, logs) -> None:
+    (tmp_path / FILE_NAME).mkdir()  # not a file: SQLite cannot open it
+    stores = ReplayStores()
+    store = stores.get(str(tmp_path), FILE_NAME, starting=True)
+    assert isinstance(store, UnavailableStore)
+    assert lines(logs, logging.ERROR)[0].endswith(
+        "SPA packets are refused until a reload (SIGHUP) can open it")
+    with pytest.raises(KnockgateError, match="cannot open the replay store"):
+        stores.get(str(tmp_path), FILE_NAME, starting=False)
+    service = SpaService(SPA, store, NOW)
+    assert service.handle(spa_packet(1), NOW) is None  # fail closed
+    (tmp_path / FILE_NAME).rmdir()
+    with SqliteReplayStore(tmp_path) as real:
+        real.remember(ALICE.key_id, (1).to_bytes(12, "big"), NOW)
+    reopened = stores.get(str(tmp_path), FILE_NAME, starting=False)
+    try:
+        # The unavailable window admitted nothing: the file's own history is what counts.
+        assert carried_from(service, reopened) is None
+        fresh = SpaService(SPA, reopened, NOW + 1, carried_from(service, reopened))
+        assert fresh.handle(spa_packet(1), NOW + 1) is None  # used before the start
+        assert fresh.handle(spa_packet(2), NOW + 1) is not None
+    finally:
+        stores.close()

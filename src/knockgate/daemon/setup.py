@@ -121,7 +121,7 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
 
         old_spa = None if previous is None else previous.spa
         store = _store(stores, config, FILE_NAME, old_spa)
-        spa = SpaService(config.spa, store, now, _carried(old_spa, store))
+        spa = SpaService(config.spa, store, now, carried_from(old_spa, store))
         _sync(spa, now, starting=old_spa is None)
         spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
         spa_clauses.append(fixed_datagram_clause(
@@ -134,7 +134,7 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
 
         old_fwknop = None if previous is None else previous.fwknop
         store = _store(stores, config, FWKNOP_FILE_NAME, old_fwknop)
-        fwknop = FwknopService(config.fwknop, store, now, _carried(old_fwknop, store))
+        fwknop = FwknopService(config.fwknop, store, now, carried_from(old_fwknop, store))
         _sync(fwknop, now, starting=old_fwknop is None)
         spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
                                                   wire.MAX_PAYLOAD))
@@ -153,7 +153,7 @@ def _store(stores: ReplayStores, config: Config, file_name: str,
                       in_use=None if previous is None else previous.window.store)
 
 
-def _carried(previous: Service | None, store: SqliteReplayStore | UnavailableStore
+def carried_from(previous: Service | None, store: SqliteReplayStore | UnavailableStore
              ) -> Service | None:
     """The service whose replay entries the new one takes over. Not one whose file could not
     be opened, when that file now opens: it admitted nothing (every write failed), and the
