@@ -48,6 +48,8 @@ class DictStore:
         self.vouch = vouches_from
 
     def prune(self, older_than: float) -> int:
+        if self.deleted:
+            raise StoreMoved("gone")
         old = [entry for entry, ts in self.rows.items() if ts < older_than]
         for entry in old:
             del self.rows[entry]
@@ -255,3 +257,14 @@ def test_window_refuses_nonsense_settings() -> None:
         ReplayWindow(DictStore(), now=NOW, max_age=-1)
     with pytest.raises(ValueError):
         ReplayWindow(DictStore(), now=NOW, max_age=30, max_entries=0)
+
+
+def test_a_deleted_store_is_rewritten_at_the_next_prune_too() -> None:
+    store = DictStore()
+    w = window(store)
+    w.admit(verified(1), NOW)
+    store.deleted = True
+    assert w.prune(NOW + 1) == 0
+    assert w.store is not store
+    assert isinstance(w.store, DictStore) and list(w.store.rows) == [
+        (b"k" * 8, (1).to_bytes(12, "big"))]

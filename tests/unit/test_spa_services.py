@@ -405,3 +405,17 @@ def test_an_unopenable_store_is_unavailable_at_start_and_an_error_on_reload(
         assert fresh.handle(spa_packet(2), NOW + 1) is not None
     finally:
         stores.close()
+
+
+def test_a_deleted_file_is_rewritten_and_logged(tmp_path: Path, logs) -> None:
+    store = SqliteReplayStore(tmp_path)
+    service = SpaService(SPA, store, NOW)
+    granted_once(service, spa_packet(1), NOW)
+    (tmp_path / FILE_NAME).unlink()
+    service.prune(NOW + 1)  # the periodic prune notices it too, without any packet
+    assert lines(logs, logging.ERROR) == [
+        "spa: the replay store file was deleted or replaced; wrote a new one from memory "
+        "(1 entries)"]
+    service.window.store.close()  # type: ignore[attr-defined]
+    with SqliteReplayStore(tmp_path) as reopened:
+        assert SpaService(SPA, reopened, NOW + 2).handle(spa_packet(1), NOW + 2) is None

@@ -68,7 +68,8 @@ class ReplayStore(Protocol):
         ...
 
     def prune(self, older_than: float) -> int:
-        """Forget entries with timestamp < ``older_than`` (and vouch from there on)."""
+        """Forget entries with timestamp < ``older_than`` (and vouch from there on).
+        Raises StoreMoved like ``remember``."""
         ...
 
     def reopened(self) -> ReplayStore:
@@ -156,17 +157,24 @@ class ReplayWindow:
         """
         horizon = self._horizon(now)
         self._forget_before(horizon)
-        return self._store.prune(horizon)
+        try:
+            return self._store.prune(horizon)
+        except StoreMoved:
+            self._rewrite_store(now)
+            return 0
 
     def _record(self, key_id: bytes, nonce: bytes, timestamp: int, now: float) -> bool:
         try:
             return self._store.remember(key_id, nonce, timestamp)
         except StoreMoved:
-            # Deleted or replaced: a new file gets everything memory knows, this entry too.
-            self._store = self._store.reopened()
-            self._unsynced = True
-            self.sync(now)
+            self._rewrite_store(now)  # this entry is in memory already, so written too
             return True
+
+    def _rewrite_store(self, now: float) -> None:
+        """The file was deleted or replaced: a new one gets everything memory knows."""
+        self._store = self._store.reopened()
+        self._unsynced = True
+        self.sync(now)
 
     def _rows(self) -> list[Row]:
         return [(key_id, nonce, ts) for (key_id, nonce), ts in self._seen.items()]

@@ -118,17 +118,22 @@ class ReplayGuardedService(Generic[Opened]):
             self._log.error("%s: %s, packet from %s refused, the replay store failed: %s",
                             self.name, self._format.who(opened), packet.src, exc)
         finally:
-            if self.window.store is not store:
-                self._log.error("%s: the replay store file was deleted or replaced; wrote a "
-                                "new one with the %d entries in memory", self.name,
-                                len(self.window))
+            self._log_if_rewritten(store)
         return None
 
     def prune(self, now: float) -> None:
+        store = self.window.store
         try:
             self.window.prune(now)
         except KnockgateError as exc:
             self._log.error("%s: pruning the replay store failed: %s", self.name, exc)
+        finally:
+            self._log_if_rewritten(store)
+
+    def _log_if_rewritten(self, before: ReplayStore) -> None:
+        if self.window.store is not before:
+            self._log.error("%s: the replay store file was deleted or replaced; wrote a new "
+                            "one from memory (%d entries)", self.name, len(self.window))
 
 
 class KnockgateSpa:

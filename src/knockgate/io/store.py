@@ -84,9 +84,7 @@ class SqliteReplayStore:
         return -math.inf if row is None else float(row[0])
 
     def remember(self, key_id: bytes, nonce: bytes, timestamp: int) -> bool:
-        if _identity(self.path) != self._identity:
-            raise StoreMoved(f"the replay store {self.path} was deleted or replaced; "
-                             "writing a new one from memory")
+        self._check_identity()
         with _errors("cannot record an SPA nonce"):
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO replay (key_id, nonce, ts) VALUES (?, ?, ?)",
@@ -102,6 +100,7 @@ class SqliteReplayStore:
         self.set_aside = None
 
     def prune(self, older_than: float) -> int:
+        self._check_identity()
         with _errors("cannot prune the replay store"):
             with self._db:
                 self._db.execute("BEGIN")
@@ -123,6 +122,11 @@ class SqliteReplayStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _check_identity(self) -> None:
+        """Writes to a deleted file would be lost at the next start: say so instead."""
+        if self.moved():
+            raise StoreMoved(f"the replay store {self.path} was deleted or replaced")
 
     def _set_vouch(self, since: float) -> None:
         # -inf (a store that never forgot anything) is stored as NULL's absence: no row.
