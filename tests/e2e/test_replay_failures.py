@@ -190,8 +190,8 @@ def test_a_deleted_file_is_rewritten_from_memory_and_a_restart_still_refuses(
     restarted = serve(spa_config())
     assert outcome(bed, restarted, used, CLIENT_V4_OTHER).endswith("refused: replay")
     assert outcome(bed, restarted, later).endswith("refused: replay")
-    daemon.wait_for("spa: the replay store file was deleted or replaced; wrote a new one "
-                    "from memory (2 entries)")
+    daemon.wait_for("spa: the replay store file was deleted, replaced or corrupt; wrote a "
+                    "new one from memory (2 entries)")
 
 
 def test_a_reload_that_moves_state_dir_carries_every_used_packet(

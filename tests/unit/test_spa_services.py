@@ -414,7 +414,7 @@ def test_a_deleted_file_is_rewritten_and_logged(tmp_path: Path, logs) -> None:
     (tmp_path / FILE_NAME).unlink()
     service.prune(NOW + 1)  # the periodic prune notices it too, without any packet
     assert lines(logs, logging.ERROR) == [
-        "spa: the replay store file was deleted or replaced; wrote a new one from memory "
+        "spa: the replay store file was deleted, replaced or corrupt; wrote a new one from memory "
         "(1 entries)"]
     service.window.store.close()  # type: ignore[attr-defined]
     with SqliteReplayStore(tmp_path) as reopened:

@@ -168,12 +168,12 @@ def test_a_file_deleted_or_replaced_is_noticed_at_the_next_write(tmp_path: Path,
                                                                  how: str) -> None:
     with SqliteReplayStore(tmp_path) as store:
         store.remember(KEY_ID, nonce(1), NOW)
-        assert not store.moved()
+        assert not store.stale()
         (tmp_path / FILE_NAME).unlink()
         if how == "replaced":
             (tmp_path / FILE_NAME).write_bytes(b"")
-        assert store.moved()
-        with pytest.raises(StoreMoved, match="was deleted or replaced"):
+        assert store.stale()
+        with pytest.raises(StoreMoved, match="was deleted, replaced or corrupt"):
             store.remember(KEY_ID, nonce(2), NOW)
         with store.reopened() as fresh:
             assert fresh.load(0) == []
@@ -183,7 +183,7 @@ def test_a_file_deleted_or_replaced_is_noticed_at_the_next_write(tmp_path: Path,
 def test_unavailable_store_refuses_every_write() -> None:
     error = KnockgateError("cannot open the replay store x: read-only file system")
     store = UnavailableStore("x", error)
-    assert store.load(0) == [] and store.vouches_from() is None and store.moved()
+    assert store.load(0) == [] and store.vouches_from() is None and store.stale()
     for write in (lambda: store.remember(KEY_ID, nonce(1), NOW),
                   lambda: store.remember_all([], NOW), lambda: store.prune(NOW)):
         with pytest.raises(KnockgateError) as caught:
@@ -197,3 +197,34 @@ def test_errors_after_close_are_knockgate_errors(tmp_path: Path) -> None:
     with pytest.raises(KnockgateError, match="cannot record") as caught:
         store.remember(KEY_ID, nonce(1), NOW)
     assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+class _DamagedDb:
+    """Stands in for a connection whose file SQLite finds damaged mid-run (a real one keeps
+    its pages cached under exclusive locking, so it rarely notices before the next open)."""
+
+    def execute(self, *args: object) -> None:
+        error = sqlite3.DatabaseError("database disk image is malformed")
+        error.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+        raise error
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_file_found_corrupt_while_open_is_replaced_at_the_next_write(tmp_path: Path) -> None:
+    store = SqliteReplayStore(tmp_path)
+    window = ReplayWindow(store, now=NOW, max_age=30)
+    window.admit(VerifiedRequest(KEY_ID, "alice", NOW, nonce(1), SSH_REQUEST), NOW)
+    real_db, store._db = store._db, _DamagedDb()  # type: ignore[assignment]
+    with pytest.raises(KnockgateError, match="malformed"):
+        window.admit(VerifiedRequest(KEY_ID, "alice", NOW, nonce(2), SSH_REQUEST), NOW)
+    assert store.stale()
+    real_db.close()
+    (tmp_path / FILE_NAME).write_bytes(b"damaged" * 1000)
+    window.admit(VerifiedRequest(KEY_ID, "alice", NOW, nonce(3), SSH_REQUEST), NOW)
+    assert window.store is not store
+    assert (tmp_path / f"{FILE_NAME}.corrupt").exists()
+    window.store.close()  # type: ignore[attr-defined]
+    with SqliteReplayStore(tmp_path) as reopened:  # every entry memory had, 2 included
+        assert sorted(n for _, n, _ in reopened.load(0)) == [nonce(1), nonce(2), nonce(3)]

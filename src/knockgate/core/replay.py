@@ -43,7 +43,7 @@ Row = tuple[bytes, bytes, int]  # key id, nonce, timestamp
 
 
 class StoreMoved(KnockgateError):
-    """The store's file was deleted or replaced under it: ``reopened`` makes a new one."""
+    """The store's file was deleted, replaced or found corrupt: ``reopened`` makes a new one."""
 
 
 class ReplayStore(Protocol):
@@ -109,7 +109,7 @@ class ReplayWindow:
 
     @property
     def store(self) -> ReplayStore:
-        """The store in use: a new one after the old file was deleted or replaced."""
+        """The store in use: a new one after the old file was deleted, replaced or damaged."""
         return self._store
 
     def vouches_from(self, now: float) -> float:
@@ -171,7 +171,7 @@ class ReplayWindow:
             return True
 
     def _rewrite_store(self, now: float) -> None:
-        """The file was deleted or replaced: a new one gets everything memory knows."""
+        """The file was deleted, replaced or damaged: a new one gets everything memory knows."""
         self._store = self._store.reopened()
         self._unsynced = True
         self.sync(now)

@@ -51,7 +51,7 @@ class ReplayStores:
         if isinstance(in_use, SqliteReplayStore) and os.path.normpath(in_use.path) == path:
             self._open[path] = in_use  # one connection per file: it locks the file
         known = self._open.get(path)
-        if known is not None and not known.moved():
+        if known is not None and not known.stale():
             return known
         store: SqliteReplayStore | UnavailableStore
         try:

@@ -132,8 +132,9 @@ class ReplayGuardedService(Generic[Opened]):
 
     def _log_if_rewritten(self, before: ReplayStore) -> None:
         if self.window.store is not before:
-            self._log.error("%s: the replay store file was deleted or replaced; wrote a new "
-                            "one from memory (%d entries)", self.name, len(self.window))
+            self._log.error("%s: the replay store file was deleted, replaced or corrupt; "
+                            "wrote a new one from memory (%d entries)", self.name,
+                            len(self.window))
 
 
 class KnockgateSpa:

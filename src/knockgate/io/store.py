@@ -17,9 +17,10 @@ many disks) stalling every grant. ``synchronous=FULL`` would close it, at that p
 Failures. The files are created 0600 (the WAL inherits the database's mode). A file that is
 not a database, or fails SQLite's quick check, is set aside as ``<file>.corrupt`` and a new
 one is made that says it lost its history (core/replay.py then refuses every packet that the
-old file might have held). A file deleted or replaced while open is noticed at the next write
-(``StoreMoved``). A store that cannot be opened at all is an ``UnavailableStore``, which
-refuses every write with the reason, until a reload opens the real one.
+old file might have held). A file deleted, replaced or found corrupt while open is noticed at
+the next write or prune (``StoreMoved``): the window writes a new one from memory. A file
+that cannot be opened at all is an ``UnavailableStore``, which refuses every write with the
+reason, until a reload opens the real one.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class SqliteReplayStore:
         _prepare_state_dir(directory)
         self.path = os.path.join(directory, file_name)
         self.set_aside: str | None = None  # where a corrupt file went, for the daemon's log
-        with _errors(f"cannot open the replay store {self.path}"):
+        self._corrupt = False  # SQLite found it damaged: the next write makes a new file
+        with self._errors(f"cannot open the replay store {self.path}"):
             try:
                 self._db = _connect(self.path)
             except sqlite3.DatabaseError as exc:
@@ -72,27 +74,27 @@ class SqliteReplayStore:
         self._identity = _identity(self.path)
 
     def load(self, not_before: float) -> list[Row]:
-        with _errors("cannot read the replay store"):
+        with self._errors("cannot read the replay store"):
             return self._db.execute(
                 "SELECT key_id, nonce, ts FROM replay WHERE ts >= ?", (not_before,)).fetchall()
 
     def vouches_from(self) -> float | None:
         if self.set_aside is not None:
             return None
-        with _errors("cannot read the replay store"):
+        with self._errors("cannot read the replay store"):
             row = self._db.execute("SELECT since FROM vouch").fetchone()
         return -math.inf if row is None else float(row[0])
 
     def remember(self, key_id: bytes, nonce: bytes, timestamp: int) -> bool:
         self._check_identity()
-        with _errors("cannot record an SPA nonce"):
+        with self._errors("cannot record an SPA nonce"):
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO replay (key_id, nonce, ts) VALUES (?, ?, ?)",
                 (key_id, nonce, timestamp))
         return cursor.rowcount == 1
 
     def remember_all(self, rows: Iterable[Row], vouches_from: float) -> None:
-        with _errors(f"cannot write the replay cache to {self.path}"), self._db:
+        with self._errors(f"cannot write the replay cache to {self.path}"), self._db:
             self._db.execute("BEGIN")  # one transaction
             self._db.executemany(
                 "INSERT OR IGNORE INTO replay (key_id, nonce, ts) VALUES (?, ?, ?)", rows)
@@ -101,7 +103,7 @@ class SqliteReplayStore:
 
     def prune(self, older_than: float) -> int:
         self._check_identity()
-        with _errors("cannot prune the replay store"):
+        with self._errors("cannot prune the replay store"):
             with self._db:
                 self._db.execute("BEGIN")
                 pruned = self._db.execute("DELETE FROM replay WHERE ts < ?",
@@ -117,16 +119,26 @@ class SqliteReplayStore:
         directory, file_name = os.path.split(self.path)
         return SqliteReplayStore(directory, file_name)
 
-    def moved(self) -> bool:
-        return _identity(self.path) != self._identity
+    def stale(self) -> bool:
+        """Deleted, replaced or found corrupt: the file to use is a new one."""
+        return self._corrupt or _identity(self.path) != self._identity
 
     def close(self) -> None:
         self._db.close()
 
     def _check_identity(self) -> None:
-        """Writes to a deleted file would be lost at the next start: say so instead."""
-        if self.moved():
-            raise StoreMoved(f"the replay store {self.path} was deleted or replaced")
+        """Writes to a deleted or damaged file would be lost at the next start: say so."""
+        if self.stale():
+            raise StoreMoved(f"the replay store {self.path} was deleted, replaced or corrupt")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _CORRUPT:
+                self._corrupt = True
+            raise KnockgateError(f"{what}: {exc}") from exc
 
     def _set_vouch(self, since: float) -> None:
         # -inf (a store that never forgot anything) is stored as NULL's absence: no row.
@@ -170,7 +182,7 @@ class UnavailableStore:
     def reopened(self) -> UnavailableStore:
         return self
 
-    def moved(self) -> bool:
+    def stale(self) -> bool:
         return True  # never worth keeping: the next reload tries the file again
 
     def close(self) -> None:
@@ -249,11 +261,3 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
-
-
-@contextlib.contextmanager
-def _errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise KnockgateError(f"{what}: {exc}") from exc
