@@ -183,7 +183,7 @@ def test_a_file_deleted_or_replaced_is_noticed_at_the_next_write(tmp_path: Path,
 def test_unavailable_store_refuses_every_write() -> None:
     error = KnockgateError("cannot open the replay store x: read-only file system")
     store = UnavailableStore("x", error)
-    assert store.load(0) == [] and store.vouches_from() is None and store.stale()
+    assert store.load(0) == [] and store.vouches_from() is None
     for write in (lambda: store.remember(KEY_ID, nonce(1), NOW),
                   lambda: store.remember_all([], NOW), lambda: store.prune(NOW)):
         with pytest.raises(KnockgateError) as caught:

@@ -29,30 +29,29 @@ log = logging.getLogger("knockgate")
 
 
 class ReplayStores:
-    """Replay stores, opened once per file and kept across reloads; a file deleted, replaced
-    or not openable is opened again at the next reload."""
+    """Replay stores, opened once per file and kept across reloads. One connection per file
+    (it locks the file): a store the window replaced itself (its file was deleted, replaced
+    or corrupt) takes the old one's place; a file that could not be opened is tried again."""
 
     def __init__(self) -> None:
         self._open: dict[str, SqliteReplayStore | UnavailableStore] = {}
-        self._replaced: list[SqliteReplayStore | UnavailableStore] = []
 
     def get(self, state_dir: str, file_name: str, *, starting: bool,
             in_use: ReplayStore | None = None) -> SqliteReplayStore | UnavailableStore:
         """The store of ``state_dir``/``file_name``. A file that cannot be opened raises, but
         when ``starting`` it gives an UnavailableStore: the daemon serves its doors and
         refuses SPA packets until a reload opens the file (a reload keeps the old store).
-        ``in_use``: the running service's store, which replaces the cached one if the window
-        wrote a new file itself (the old one was deleted)."""
+        ``in_use``: the running service's store."""
         from knockgate.errors import ConfigError, KnockgateError
         from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
+        if isinstance(in_use, SqliteReplayStore):
+            self._open[os.path.normpath(in_use.path)] = in_use
         # os.path, not pathlib: pathlib (with urllib.parse) held ~0.7 MB of the daemon.
         path = os.path.normpath(os.path.join(state_dir, file_name))
-        if isinstance(in_use, SqliteReplayStore) and os.path.normpath(in_use.path) == path:
-            self._open[path] = in_use  # one connection per file: it locks the file
         known = self._open.get(path)
-        if known is not None and not known.stale():
-            return known
+        if known is not None and not isinstance(known, UnavailableStore):
+            return known  # if its file went away, the window writes a new one (core/replay.py)
         store: SqliteReplayStore | UnavailableStore
         try:
             opened = SqliteReplayStore(state_dir, file_name)
@@ -68,13 +67,11 @@ class ReplayStores:
                 log.error("the replay store %s was corrupt: set aside as %s; a new one "
                           "refuses packets it cannot vouch for", path, opened.set_aside)
             store = opened
-        if known is not None:
-            self._replaced.append(known)  # a service may still use it until the reload ends
         self._open[path] = store
         return store
 
     def close(self) -> None:
-        for store in [*self._replaced, *self._open.values()]:
+        for store in self._open.values():
             store.close()
 
 
@@ -154,7 +151,7 @@ def _store(stores: ReplayStores, config: Config, file_name: str,
 
 
 def carried_from(previous: Service | None, store: SqliteReplayStore | UnavailableStore
-             ) -> Service | None:
+                 ) -> Service | None:
     """The service whose replay entries the new one takes over. Not one whose file could not
     be opened, when that file now opens: it admitted nothing (every write failed), and the
     file holds the history it lacked."""

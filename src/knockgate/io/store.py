@@ -182,9 +182,6 @@ class UnavailableStore:
     def reopened(self) -> UnavailableStore:
         return self
 
-    def stale(self) -> bool:
-        return True  # never worth keeping: the next reload tries the file again
-
     def close(self) -> None:
         pass
 
