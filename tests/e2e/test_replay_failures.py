@@ -21,7 +21,7 @@ import pytest
 from knockgate.core.spa import SpaRequest
 from knockgate.io.store import FILE_NAME
 from tests.e2e.conftest import SECRET, sealed, send_raw
-from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER
+from tests.support.testbed import CLIENT_V4, CLIENT_V4_OTHER, SERVER_V4
 
 SSH = SpaRequest(ports=(("tcp", 22),))
 OPENED = "spa: key alice: opened tcp:22 for "
@@ -104,6 +104,7 @@ def opened_count(daemon, source: str) -> int:
 
 def test_a_full_disk_grants_nothing_and_no_reload_or_restart_grants_twice(
         bed, serve, spa_config, state: Path, tmp_path: Path) -> None:
+    bed.listen(22)
     with mounted("-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", at=state):
         daemon = serve(spa_config())
         filler = fill(state)
@@ -116,8 +117,11 @@ def test_a_full_disk_grants_nothing_and_no_reload_or_restart_grants_twice(
         assert outcome(bed, daemon, packet, CLIENT_V4_OTHER).endswith("refused: replay")
         filler.unlink()
         assert outcome(bed, daemon, packet, CLIENT_V4_OTHER).endswith("refused: replay")
+        for source in (CLIENT_V4, CLIENT_V4_OTHER):
+            assert not bed.can_connect(SERVER_V4, 22, source=source)
         fresh = sealed(SSH)
         assert OPENED in outcome(bed, daemon, fresh)  # the store works again: so does SPA
+        assert bed.wait_until_open(SERVER_V4, 22) is not None
         daemon.stop()
 
         restarted = serve(spa_config())
