@@ -24,9 +24,10 @@ from knockgate.config.schema import FwknopConfig, SpaConfig
 from knockgate.core.spa import SpaKey, SpaRequest, seal_at
 from knockgate.core.spa_policy import SpaGrant
 from knockgate.daemon.fwknop import FwknopService
+from knockgate.daemon.setup import ReplayStores, carried_from
 from knockgate.daemon.spa import ReplayGuardedService, SpaService
 from knockgate.errors import KnockgateError
-from knockgate.io.store import FWKNOP_FILE_NAME, SqliteReplayStore
+from knockgate.io.store import FILE_NAME, FWKNOP_FILE_NAME, SqliteReplayStore, UnavailableStore
 from knockgate.model import Packet, PortSpec, SpaKeyConfig
 from tests.unit.test_replay import DictStore
 
@@ -95,7 +96,6 @@ def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 def granted_once(service: ReplayGuardedService, packet: Packet, now: float) -> SpaGrant:
     grant = service.handle(packet, now)
     assert grant is not None
-    service.save()
     return grant
 
 
@@ -305,24 +305,18 @@ def test_a_failing_store_refuses_everything_until_it_works(fmt: Format, logs) ->
     store = FailingStore()
     service = fmt.service(store, fmt.now)
     store.broken = True
-    assert service.handle(fmt.first, fmt.now) is not None  # admitted in memory at once
-    service.save()
+    assert service.handle(fmt.first, fmt.now) is None  # not recorded: not granted
     assert lines(logs, logging.ERROR) == [
-        f"{fmt.name}: the replay store failed, packets are refused until it works: disk full"]
-    assert service.handle(fmt.first, fmt.now + 1) is None  # the replay
-    assert service.handle(fmt.second, fmt.now + 2) is None  # fail closed, even for a new one
-    assert lines(logs, logging.ERROR)[-1] == (
         f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, the replay store failed: "
-        "disk full")
+        "disk full"]
     service.prune(fmt.now + 3)
     assert lines(logs, logging.ERROR)[-1] == (
         f"{fmt.name}: pruning the replay store failed: disk full")
 
     store.broken = False
-    assert service.handle(fmt.first, fmt.now + 4) is None
+    assert service.handle(fmt.first, fmt.now + 4) is None  # used up when it was refused
     assert service.handle(fmt.second, fmt.now + 5) is not None
-    service.save()
-    assert len(store.rows) == 2  # both admitted packets reached the store, once each
+    assert len(store.rows) == 1
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.name)
@@ -331,30 +325,95 @@ def test_a_full_disk_under_a_real_store_grants_nothing_twice(fmt: Format, tmp_pa
     with SqliteReplayStore(tmp_path) as store:
         service = fmt.service(store, fmt.now)
         with files_cannot_grow():
-            assert service.handle(fmt.first, fmt.now) is not None
-            service.save()
+            assert service.handle(fmt.first, fmt.now) is None
             assert service.handle(fmt.first, fmt.now + 1) is None
-            assert service.handle(fmt.second, fmt.now + 2) is None
         errors = lines(logs, logging.ERROR)
-        assert errors[0].startswith(f"{fmt.name}: the replay store failed, packets are refused "
-                                    "until it works: cannot record an SPA nonce: ")
-        assert errors[-1].startswith(f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, "
-                                     "the replay store failed: cannot record an SPA nonce: ")
-        assert service.handle(fmt.first, fmt.now + 4) is None
+        assert len(errors) == 1
+        assert errors[0].startswith(f"{fmt.name}: {fmt.who}, packet from {CLIENT} refused, "
+                                    "the replay store failed: cannot record an SPA nonce: ")
         assert service.handle(fmt.second, fmt.now + 5) is not None
-        service.save()
-    with SqliteReplayStore(tmp_path) as reopened:  # both survive a restart, as used
+    with SqliteReplayStore(tmp_path) as reopened:  # a restart: the granted one stays used
         restarted = fmt.service(reopened, fmt.now + 6)
-        assert restarted.handle(fmt.first, fmt.now + 6) is None
         assert restarted.handle(fmt.second, fmt.now + 6) is None
 
 
-def test_a_store_that_already_held_an_admitted_packet_is_reported(logs) -> None:
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.name)
+def test_a_reload_carries_entries_to_a_new_store(fmt: Format, tmp_path: Path) -> None:
+    with SqliteReplayStore(tmp_path / "a") as old_store, \
+            SqliteReplayStore(tmp_path / "b") as new_store:
+        old = fmt.service(old_store, fmt.now)
+        assert old.handle(fmt.first, fmt.now) is not None
+        reloaded = type(old)(old.config, new_store, fmt.now + 1, old)
+        reloaded.sync(fmt.now + 1)
+        assert reloaded.handle(fmt.first, fmt.now + 1) is None
+        assert len(new_store.load(0)) == 1
+        assert fmt.service(new_store, fmt.now + 2).handle(fmt.first, fmt.now + 2) is None
+
+
+def test_a_store_that_already_held_an_admitted_packet_is_refused(logs) -> None:
     store = FailingStore()
     service = SpaService(SPA, store, NOW)
     store.rows[ALICE.key_id, (1).to_bytes(12, "big")] = NOW  # written behind the window's back
-    assert service.handle(spa_packet(1), NOW) is not None
-    service.save()
+    assert service.handle(spa_packet(1), NOW) is None
     assert lines(logs, logging.WARNING) == [
-        "spa: the replay store already held a packet just admitted"]
+        f"spa: key alice, packet from {CLIENT} refused: replay (the store knew it, memory "
+        "did not)"]
 
+
+# --- the daemon's stores across reloads (daemon/setup.py) ------------------------------------
+
+
+def test_stores_are_kept_across_reloads_one_connection_per_file(tmp_path: Path) -> None:
+    stores = ReplayStores()
+    try:
+        first = stores.get(str(tmp_path), FILE_NAME, starting=True)
+        assert stores.get(str(tmp_path) + "/", FILE_NAME, starting=False) is first
+        assert isinstance(first, SqliteReplayStore)
+        (tmp_path / FILE_NAME).unlink()
+        # The window writes a new file itself; its store takes the old one's place.
+        rewritten = first.reopened()
+        assert stores.get(str(tmp_path), FILE_NAME, starting=False, in_use=rewritten) \
+            is rewritten
+    finally:
+        stores.close()
+
+
+def test_an_unopenable_store_is_unavailable_at_start_and_an_error_on_reload(
+        tmp_path: Path, logs) -> None:
+    (tmp_path / FILE_NAME).mkdir()  # not a file: SQLite cannot open it
+    stores = ReplayStores()
+    store = stores.get(str(tmp_path), FILE_NAME, starting=True)
+    assert isinstance(store, UnavailableStore)
+    assert stores.get(str(tmp_path), FILE_NAME, starting=True) is not store  # tried again
+    assert lines(logs, logging.ERROR)[0].endswith(
+        "SPA packets are refused until a reload (SIGHUP) can open it")
+    with pytest.raises(KnockgateError, match="cannot open the replay store"):
+        stores.get(str(tmp_path), FILE_NAME, starting=False)
+    service = SpaService(SPA, store, NOW)
+    assert service.handle(spa_packet(1), NOW) is None  # fail closed
+    (tmp_path / FILE_NAME).rmdir()
+    with SqliteReplayStore(tmp_path) as real:
+        real.remember(ALICE.key_id, (1).to_bytes(12, "big"), NOW)
+    reopened = stores.get(str(tmp_path), FILE_NAME, starting=False)
+    try:
+        # The unavailable window admitted nothing: the file's own history is what counts.
+        assert carried_from(service, reopened) is None
+        fresh = SpaService(SPA, reopened, NOW + 1, carried_from(service, reopened))
+        assert fresh.handle(spa_packet(1), NOW + 1) is None  # used before the start
+        assert fresh.handle(spa_packet(2), NOW + 1) is not None
+    finally:
+        stores.close()
+
+
+def test_a_deleted_file_is_rewritten_and_logged(tmp_path: Path, logs) -> None:
+    store = SqliteReplayStore(tmp_path)
+    service = SpaService(SPA, store, NOW)
+    granted_once(service, spa_packet(1), NOW)
+    (tmp_path / FILE_NAME).unlink()
+    service.prune(NOW + 1)  # the periodic prune notices it too, without any packet
+    assert lines(logs, logging.ERROR) == [
+        "spa: the replay store file was deleted, replaced or corrupt; wrote a new one from memory "
+        "(1 entries)"]
+    service.window.store.close()  # type: ignore[attr-defined]
+    with SqliteReplayStore(tmp_path) as reopened:
+        assert SpaService(SPA, reopened, NOW + 2).handle(spa_packet(1), NOW + 2) is None

@@ -7,20 +7,25 @@ stale, and stays stale unless the clock is stepped back by more than ``margin`` 
 window re-checks the age itself, so this holds even if the caller opened the packet with a
 larger ``max_age`` than the window was given.
 
-The store persists entries so a restart does not reopen the window; the in-memory dict in front
-of it answers "seen?" in O(1) with no I/O. Memory is bounded by ``max_entries``; when it is full
-of unexpired entries, new packets are refused (fail closed), never admitted unrecorded. Only
-authenticated packets get here, so filling it takes a valid key.
+What the window vouches for. Forgetting is only safe while ``max_age`` stays what it was when
+the entry was forgotten: raise it, and a forgotten packet is young enough again. So a window
+knows the oldest timestamp it can vouch for (``vouches_from``): every packet ever admitted
+with a timestamp at or after it is in memory. It refuses any packet older than that, whatever
+``max_age`` says. The store keeps that point on disk too (raised by each prune), so a restart
+with a larger ``max_age`` is as safe as a reload. A window built on a store that lost its
+history (a corrupt file set aside, a file that cannot be opened) vouches for nothing stamped
+before ``now + max_age``: any older packet might have been admitted by the lost file.
 
-Admit in memory, save right after acting. ``admit`` records the entry in memory only, so a
-grant does not wait for the store (a SQLite commit is the slowest step of an SPA packet's path
-after idle, about 0.13 ms); the caller acts, then calls ``save`` before it reads the next
-packet. While the daemon runs, a replay is refused from the moment of ``admit``. What the
-order gives up: if the daemon dies in the fraction of a millisecond between the grant and the
-save, that one packet could be admitted once more after a restart, only while it is younger
-than ``max_age``, and only for what it asked (the same source unless its key allows NAT). A
-store that fails is never skipped twice: ``save`` raises, and until a save succeeds every
-``admit`` first retries it and refuses the packet if it fails again (fail closed).
+Across reloads (``carried``): a new window starts from the old window's entries and vouch
+point, and, on a new store, writes them all to it (``sync``) before it admits anything, so a
+new ``state_dir`` knows every packet the old one did, and a new ``max_age`` reopens nothing.
+
+Record, then grant. ``admit`` writes the entry to the store before it returns, so nothing is
+granted that a restart could forget; if the write fails the packet is refused, and it stays
+used in memory (it was never granted, so at most one later copy could be admitted, after a
+restart). Memory is bounded by ``max_entries``; when it is full of unexpired entries, new
+packets are refused (fail closed), never admitted unrecorded. Only authenticated packets get
+here, so filling it takes a valid key.
 """
 
 from __future__ import annotations
@@ -29,25 +34,46 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from knockgate.core.spa import VerifiedRequest
-from knockgate.errors import InvalidMessage
+from knockgate.errors import InvalidMessage, KnockgateError
 
 DEFAULT_MARGIN = 60.0
 DEFAULT_MAX_ENTRIES = 100_000
+
+Row = tuple[bytes, bytes, int]  # key id, nonce, timestamp
+
+
+class StoreMoved(KnockgateError):
+    """The store's file was deleted, replaced or found corrupt: ``reopened`` makes a new one."""
 
 
 class ReplayStore(Protocol):
     """Where admitted nonces outlive the process (io/store.py has the SQLite one)."""
 
-    def load(self, not_before: float) -> Iterable[tuple[bytes, bytes, int]]:
+    def load(self, not_before: float) -> Iterable[Row]:
         """Every remembered (key id, nonce, timestamp) with timestamp >= ``not_before``."""
         ...
 
+    def vouches_from(self) -> float | None:
+        """The oldest timestamp from which the store holds every entry it was given;
+        ``-inf`` for a new store, None for one that lost its history."""
+        ...
+
     def remember(self, key_id: bytes, nonce: bytes, timestamp: int) -> bool:
-        """Record durably before returning; False if (key id, nonce) was already recorded."""
+        """Record durably before returning; False if (key id, nonce) was already recorded.
+        Raises StoreMoved if the file is no longer where it was opened."""
+        ...
+
+    def remember_all(self, rows: Iterable[Row], vouches_from: float) -> None:
+        """Record ``rows`` and the vouch point, in one transaction."""
         ...
 
     def prune(self, older_than: float) -> int:
-        """Forget entries with timestamp < ``older_than``; returns how many."""
+        """Forget entries with timestamp < ``older_than`` (and vouch from there on).
+        Raises StoreMoved like ``remember``."""
+        ...
+
+    def reopened(self) -> ReplayStore:
+        """A store on a new file where this one was opened (this one is closed)."""
         ...
 
 
@@ -55,31 +81,51 @@ class ReplayWindow:
     """Admits each verified packet once; the storage is passed in, the time too."""
 
     def __init__(self, store: ReplayStore, *, now: float, max_age: float,
-                 margin: float = DEFAULT_MARGIN,
-                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+                 margin: float = DEFAULT_MARGIN, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 carried: ReplayWindow | None = None) -> None:
         if max_age < 0 or margin < 0 or max_entries < 1:
             raise ValueError("max_age and margin must be >= 0 and max_entries >= 1")
         self.max_age = max_age
         self.margin = margin
         self.max_entries = max_entries
         self._store = store
-        self._unsaved: list[tuple[bytes, bytes, int]] = []
-        self._save_failed = False
-        self._seen: dict[tuple[bytes, bytes], int] = {
-            (key_id, nonce): timestamp
-            for key_id, nonce, timestamp in store.load(self._horizon(now))
-        }
+        self._seen: dict[tuple[bytes, bytes], int] = {}
+        stored = store.vouches_from()
+        if carried is not None:
+            self._seen.update(carried._seen)
+            self._vouch = carried.vouches_from(now)
+        else:
+            self._vouch = now + max_age if stored is None else stored
+        self._seen.update(((key_id, nonce), timestamp)
+                          for key_id, nonce, timestamp in store.load(self._horizon(now)))
+        # A lost store lacks the vouch point; a new store lacks the carried entries. The
+        # same store has every entry ever granted (record, then grant) and a vouch point no
+        # later than the carried one, so a reload on a full disk need not write.
+        self._unsynced: bool = stored is None or (carried is not None and (
+            carried._unsynced or carried.store is not store))
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def admit(self, verified: VerifiedRequest, now: float) -> None:
-        """Record ``verified`` as used, or raise InvalidMessage: call it before granting, and
-        ``save`` after acting on it.
+    @property
+    def store(self) -> ReplayStore:
+        """The store in use: a new one after the old file was deleted, replaced or damaged."""
+        return self._store
 
-        After a failed save, store errors propagate from here: nothing is granted until the
-        store works again.
-        """
+    def vouches_from(self, now: float) -> float:
+        """Every packet ever admitted with a timestamp at or after this is in memory."""
+        return max(self._vouch, self._horizon(now))
+
+    def sync(self, now: float) -> None:
+        """Write what the store does not know yet (after a reload or a lost store); store
+        errors propagate, and every ``admit`` retries it first."""
+        if self._unsynced:
+            self._store.remember_all(self._rows(), self.vouches_from(now))
+            self._unsynced = False
+
+    def admit(self, verified: VerifiedRequest, now: float) -> None:
+        """Record ``verified`` as used, durably, or raise: InvalidMessage for a packet that is
+        refused, KnockgateError if the store failed. Grant only after it returns."""
         self.admit_entry(verified.key_id, verified.nonce, verified.timestamp, now)
 
     def seen(self, key_id: bytes, nonce: bytes) -> bool:
@@ -88,10 +134,11 @@ class ReplayWindow:
 
     def admit_entry(self, key_id: bytes, nonce: bytes, timestamp: int, now: float) -> None:
         """``admit`` for any authenticated (key id, nonce, timestamp), e.g. fwknop digests."""
-        if self._save_failed:
-            self.save()
+        self.sync(now)
         if abs(now - timestamp) > self.max_age:
             raise InvalidMessage("outside replay window")
+        if timestamp < self._vouch:
+            raise InvalidMessage("older than the replay cache can vouch for")
         entry = (key_id, nonce)
         if entry in self._seen:
             raise InvalidMessage("replay")
@@ -99,25 +146,9 @@ class ReplayWindow:
             self._forget_before(self._horizon(now))
             if len(self._seen) >= self.max_entries:
                 raise InvalidMessage("replay cache full")
-        self._seen[entry] = timestamp
-        self._unsaved.append((key_id, nonce, timestamp))
-
-    def save(self) -> int:
-        """Write what ``admit`` recorded since the last save to the store. Store errors
-        propagate and the entries wait for the next try. Returns how many entries the store
-        already held: a second line of defence that should always say 0 (the window loads the
-        store at start), so a caller logs anything else."""
-        already = 0
-        while self._unsaved:
-            try:
-                recorded = self._store.remember(*self._unsaved[0])
-            except Exception:
-                self._save_failed = True
-                raise
-            self._unsaved.pop(0)
-            already += not recorded
-        self._save_failed = False
-        return already
+        self._seen[entry] = timestamp  # used from here on, even if the write below fails
+        if not self._record(key_id, nonce, timestamp, now):
+            raise InvalidMessage("replay (the store knew it, memory did not)")
 
     def prune(self, now: float) -> int:
         """Drop entries too old to matter, in memory and in the store: call it periodically.
@@ -126,7 +157,27 @@ class ReplayWindow:
         """
         horizon = self._horizon(now)
         self._forget_before(horizon)
-        return self._store.prune(horizon)
+        try:
+            return self._store.prune(horizon)
+        except StoreMoved:
+            self._rewrite_store(now)
+            return 0
+
+    def _record(self, key_id: bytes, nonce: bytes, timestamp: int, now: float) -> bool:
+        try:
+            return self._store.remember(key_id, nonce, timestamp)
+        except StoreMoved:
+            self._rewrite_store(now)  # this entry is in memory already, so written too
+            return True
+
+    def _rewrite_store(self, now: float) -> None:
+        """The file was deleted, replaced or damaged: a new one gets everything memory knows."""
+        self._store = self._store.reopened()
+        self._unsynced = True
+        self.sync(now)
+
+    def _rows(self) -> list[Row]:
+        return [(key_id, nonce, ts) for (key_id, nonce), ts in self._seen.items()]
 
     def _horizon(self, now: float) -> float:
         return now - self.max_age - self.margin

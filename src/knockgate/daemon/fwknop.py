@@ -12,10 +12,10 @@ import shlex
 from knockgate.compat.fwknop.access import FwknopMatch, select_stanza
 from knockgate.compat.fwknop.wire import MsgType, replay_key
 from knockgate.config.schema import FwknopConfig
+from knockgate.core.replay import ReplayStore
 from knockgate.core.spa_policy import SpaGrant
 from knockgate.daemon.spa import ReplayEntry, ReplayGuardedService
 from knockgate.errors import InvalidMessage
-from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet, PortSpec
 
 _REPLAY_ID = b"fwknop"
@@ -51,8 +51,9 @@ class FwknopService(ReplayGuardedService[FwknopMatch]):
 
     config: FwknopConfig
 
-    def __init__(self, config: FwknopConfig, store: SqliteReplayStore, now: float) -> None:
-        super().__init__(FwknopSpa(config), config, store, now)
+    def __init__(self, config: FwknopConfig, store: ReplayStore, now: float,
+                 previous: FwknopService | None = None) -> None:
+        super().__init__(FwknopSpa(config), config, store, now, previous)
 
 
 def _grant(match: FwknopMatch) -> SpaGrant:

@@ -144,7 +144,7 @@ class Daemon:
             try:
                 config = load_config(self.setup.config.path)
                 fresh = prepare(config, self._interfaces(config), self.resources.stores,
-                                self._wall_clock())
+                                self._wall_clock(), previous=self.setup)
                 undo.callback(fresh.close)
                 nflog = self.nflog
                 if config.options.nflog_group != nflog.group:
@@ -230,10 +230,9 @@ class Daemon:
         service = self.setup.spa_service_for(request.packet)
         if service is None:
             return
-        grant = service.handle(request.packet, self._wall_clock())
+        grant = service.handle(request.packet, self._wall_clock())  # recorded on disk first
         if grant is not None:
             self.effects.apply_grant(self.setup, grant)
-        service.save()  # after the grant: the door need not wait for the disk (core/replay.py)
 
 
 def serve(config: Config, interfaces: tuple[str, ...] = ()) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from knockgate.config.checks import check_kernel_memory, host_memory_bytes
 from knockgate.config.schema import Config
@@ -20,28 +20,56 @@ from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
 if TYPE_CHECKING:
+    from knockgate.core.replay import ReplayStore
     from knockgate.daemon.fwknop import FwknopService
-    from knockgate.daemon.spa import SpaService
+    from knockgate.daemon.spa import ReplayGuardedService, SpaService
     from knockgate.io.capture import Capture
-    from knockgate.io.store import SqliteReplayStore
+    from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
 log = logging.getLogger("knockgate")
 
 
 class ReplayStores:
-    """Replay stores, opened once per file and kept across reloads."""
+    """Replay stores, opened once per file and kept across reloads. One connection per file
+    (it locks the file): a store the window replaced itself (its file was deleted, replaced
+    or corrupt) takes the old one's place; a file that could not be opened is tried again."""
 
     def __init__(self) -> None:
-        self._open: dict[str, SqliteReplayStore] = {}
+        self._open: dict[str, SqliteReplayStore | UnavailableStore] = {}
 
-    def get(self, state_dir: str, file_name: str) -> SqliteReplayStore:
-        from knockgate.io.store import SqliteReplayStore
+    def get(self, state_dir: str, file_name: str, *, starting: bool,
+            in_use: ReplayStore | None = None) -> SqliteReplayStore | UnavailableStore:
+        """The store of ``state_dir``/``file_name``. A file that cannot be opened raises, but
+        when ``starting`` it gives an UnavailableStore: the daemon serves its doors and
+        refuses SPA packets until a reload opens the file (a reload keeps the old store).
+        ``in_use``: the running service's store."""
+        from knockgate.errors import ConfigError, KnockgateError
+        from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
+        if isinstance(in_use, SqliteReplayStore):
+            self._open[os.path.normpath(in_use.path)] = in_use
         # os.path, not pathlib: pathlib (with urllib.parse) held ~0.7 MB of the daemon.
         path = os.path.normpath(os.path.join(state_dir, file_name))
-        if path not in self._open:
-            self._open[path] = SqliteReplayStore(state_dir, file_name)
-        return self._open[path]
+        known = self._open.get(path)
+        if known is not None and not isinstance(known, UnavailableStore):
+            return known  # if its file went away, the window writes a new one (core/replay.py)
+        store: SqliteReplayStore | UnavailableStore
+        try:
+            opened = SqliteReplayStore(state_dir, file_name)
+        except ConfigError:
+            raise
+        except KnockgateError as exc:
+            if not starting:
+                raise
+            log.error("%s; SPA packets are refused until a reload (SIGHUP) can open it", exc)
+            store = UnavailableStore(path, exc)
+        else:
+            if opened.set_aside is not None:
+                log.error("the replay store %s was corrupt: set aside as %s; a new one "
+                          "refuses packets it cannot vouch for", path, opened.set_aside)
+            store = opened
+        self._open[path] = store
+        return store
 
     def close(self) -> None:
         for store in self._open.values():
@@ -73,10 +101,14 @@ class Setup(NamedTuple):
             self.capture.close()
 
 
-def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float
-            ) -> Setup:
+def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float,
+            previous: Setup | None = None) -> Setup:
     """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open.
-    A table over the kernel memory budget is refused here, as `knockgate check` refuses it."""
+    A table over the kernel memory budget is refused here, as `knockgate check` refuses it.
+
+    On a reload ``previous`` is the running setup: its SPA services' replay entries carry over
+    and are written to the new stores before this returns (or it raises).
+    """
     check_kernel_memory(config, host_memory_bytes())
     spa = fwknop = None
     spa_clauses = []
@@ -87,7 +119,10 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.spa import SpaService
         from knockgate.io.store import FILE_NAME
 
-        spa = SpaService(config.spa, stores.get(config.options.state_dir, FILE_NAME), now)
+        old_spa = None if previous is None else previous.spa
+        store = _store(stores, config, FILE_NAME, old_spa)
+        spa = SpaService(config.spa, store, now, carried_from(old_spa, store))
+        _sync(spa, now, starting=old_spa is None)
         spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
         spa_clauses.append(fixed_datagram_clause(
             config.spa.port, spa_format.PACKET_SIZE, spa_format.VERSION,
@@ -97,14 +132,55 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
         from knockgate.daemon.fwknop import FwknopService
         from knockgate.io.store import FWKNOP_FILE_NAME
 
-        fwknop = FwknopService(config.fwknop,
-                               stores.get(config.options.state_dir, FWKNOP_FILE_NAME), now)
+        old_fwknop = None if previous is None else previous.fwknop
+        store = _store(stores, config, FWKNOP_FILE_NAME, old_fwknop)
+        fwknop = FwknopService(config.fwknop, store, now, carried_from(old_fwknop, store))
+        _sync(fwknop, now, starting=old_fwknop is None)
         spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
                                                   wire.MAX_PAYLOAD))
     spa_ports = frozenset(c.port for c in (config.spa, config.fwknop) if c is not None)
     gate = Gate(config.doors, config.options.max_pending, spa_ports)
     return Setup(config, gate, open_capture(gate, spa_clauses, interfaces), spa, fwknop,
                  tuple(spa_clauses), spa_shape)
+
+
+Service = TypeVar("Service", bound="ReplayGuardedService[Any]")
+
+
+def _store(stores: ReplayStores, config: Config, file_name: str,
+           previous: ReplayGuardedService[Any] | None) -> SqliteReplayStore | UnavailableStore:
+    return stores.get(config.options.state_dir, file_name, starting=previous is None,
+                      in_use=None if previous is None else previous.window.store)
+
+
+def carried_from(previous: Service | None, store: SqliteReplayStore | UnavailableStore
+                 ) -> Service | None:
+    """The service whose replay entries the new one takes over. Not one whose file could not
+    be opened, when that file now opens: it admitted nothing (every write failed), and the
+    file holds the history it lacked."""
+    from knockgate.io.store import UnavailableStore
+
+    if previous is None:
+        return None
+    old_store = previous.window.store
+    if (isinstance(old_store, UnavailableStore) and not isinstance(store, UnavailableStore)
+            and old_store.path == os.path.normpath(store.path)):
+        return None
+    return previous
+
+
+def _sync(service: ReplayGuardedService[Any], now: float, *, starting: bool) -> None:
+    """A reload fails if its store cannot take the carried entries (the old setup serves
+    on); at start the daemon serves its doors and the service refuses packets until then."""
+    from knockgate.errors import KnockgateError
+
+    try:
+        service.sync(now)
+    except KnockgateError as exc:
+        if not starting:
+            raise
+        log.error("%s: the replay store failed, packets are refused until it works: %s",
+                  service.name, exc)
 
 
 def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]

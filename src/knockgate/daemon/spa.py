@@ -16,11 +16,10 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from knockgate.config.schema import SpaConfig
 from knockgate.core.ratelimit import LogBudget
-from knockgate.core.replay import ReplayWindow
+from knockgate.core.replay import ReplayStore, ReplayWindow
 from knockgate.core.spa import VerifiedRequest, make_keyring, open_at
 from knockgate.core.spa_policy import SpaGrant, authorize
 from knockgate.errors import InvalidMessage, KnockgateError
-from knockgate.io.store import SqliteReplayStore
 from knockgate.model import Packet
 
 Opened = TypeVar("Opened")
@@ -74,57 +73,68 @@ class ReplayGuardedService(Generic[Opened]):
     """Turns the packets of one SPA format into grants, each packet at most once."""
 
     def __init__(self, spa_format: SpaFormat[Opened], config: ServiceConfig,
-                 store: SqliteReplayStore, now: float) -> None:
+                 store: ReplayStore, now: float,
+                 previous: ReplayGuardedService[Opened] | None = None) -> None:
+        """``previous``: the service this one replaces on a reload; its replay entries and
+        what it vouches for carry over (core/replay.py), so no reload reopens a packet."""
         self.config = config
-        self.store = store
         self.rejected = 0  # unauthenticated packets dropped, for the daemon's state report
         self._format = spa_format
-        self._name = spa_format.name
+        self.name = spa_format.name  # starts its log lines
         self._log = logging.getLogger(f"knockgate.{spa_format.name}")
-        self._window = ReplayWindow(store, now=now, max_age=config.max_age)
+        carried = None if previous is None else previous.window
+        self.window: ReplayWindow = ReplayWindow(store, now=now, max_age=config.max_age,
+                                                 carried=carried)
         self._debug_budget = LogBudget(rate=20, burst=50)
+
+    def sync(self, now: float) -> None:
+        """Write carried-over entries to the store now; raises KnockgateError if it fails
+        (every packet retries it first and is refused while it fails)."""
+        self.window.sync(now)
 
     def handle(self, packet: Packet, now: float) -> SpaGrant | None:
         """The grant ``packet`` earns at wall-clock time ``now``, or None (already logged)."""
         early = self._format.replay_key(packet.payload)
-        if early is not None and self._window.seen(*early):
-            self._log.warning("%s: replayed packet from %s refused", self._name, packet.src)
+        if early is not None and self.window.seen(*early):
+            self._log.warning("%s: replayed packet from %s refused", self.name, packet.src)
             return None
         try:
             opened = self._format.open(packet, now)
         except InvalidMessage as exc:
             self.rejected += 1
             if self._debug_budget.allow(now):
-                self._log.debug("%s: dropped a packet from %s: %s", self._name, packet.src,
+                self._log.debug("%s: dropped a packet from %s: %s", self.name, packet.src,
                                 exc.reason)
             return None
+        store = self.window.store
         try:
-            self._window.admit_entry(*self._format.entry(opened), now)
+            # Recorded durably before anything is granted (core/replay.py).
+            self.window.admit_entry(*self._format.entry(opened), now)
             return self._format.grant(opened, packet)
         except InvalidMessage as exc:
-            self._log.warning("%s: %s, packet from %s refused: %s", self._name,
+            self._log.warning("%s: %s, packet from %s refused: %s", self.name,
                               self._format.who(opened), packet.src, exc.reason)
         except KnockgateError as exc:
             self._log.error("%s: %s, packet from %s refused, the replay store failed: %s",
-                            self._name, self._format.who(opened), packet.src, exc)
+                            self.name, self._format.who(opened), packet.src, exc)
+        finally:
+            self._log_if_rewritten(store)
         return None
 
-    def save(self) -> None:
-        """Persist what ``handle`` admitted: the daemon calls it right after acting (see
-        core/replay.py for the order)."""
-        try:
-            if self._window.save():
-                self._log.warning("%s: the replay store already held a packet just admitted",
-                                  self._name)
-        except KnockgateError as exc:
-            self._log.error("%s: the replay store failed, packets are refused until it works: "
-                            "%s", self._name, exc)
-
     def prune(self, now: float) -> None:
+        store = self.window.store
         try:
-            self._window.prune(now)
+            self.window.prune(now)
         except KnockgateError as exc:
-            self._log.error("%s: pruning the replay store failed: %s", self._name, exc)
+            self._log.error("%s: pruning the replay store failed: %s", self.name, exc)
+        finally:
+            self._log_if_rewritten(store)
+
+    def _log_if_rewritten(self, before: ReplayStore) -> None:
+        if self.window.store is not before:
+            self._log.error("%s: the replay store file was deleted, replaced or corrupt; "
+                            "wrote a new one from memory (%d entries)", self.name,
+                            len(self.window))
 
 
 class KnockgateSpa:
@@ -160,5 +170,6 @@ class SpaService(ReplayGuardedService[VerifiedRequest]):
 
     config: SpaConfig
 
-    def __init__(self, config: SpaConfig, store: SqliteReplayStore, now: float) -> None:
-        super().__init__(KnockgateSpa(config), config, store, now)
+    def __init__(self, config: SpaConfig, store: ReplayStore, now: float,
+                 previous: SpaService | None = None) -> None:
+        super().__init__(KnockgateSpa(config), config, store, now, previous)
