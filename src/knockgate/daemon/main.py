@@ -28,14 +28,12 @@ from knockgate.core.gate import (
 )
 from knockgate.core.kernel_events import kernel_event
 from knockgate.core.nft.grants import (
-    closed_port_answer,
     describe_closed_ports,
 )
-from knockgate.core.nft.kernel_doors import KernelSettings
-from knockgate.core.nft.table import TablePlan, render_table
+from knockgate.core.nft.table import render_table
 from knockgate.daemon.effects import Effects
 from knockgate.daemon.loop import Loop
-from knockgate.daemon.setup import ReplayStores, Setup, log_setup, log_state, prepare
+from knockgate.daemon.setup import ReplayStores, Setup, log_setup, log_state, prepare, table_plan
 from knockgate.errors import KnockgateError
 from knockgate.io.commands import CommandRunner
 from knockgate.io.instance import claim_namespace
@@ -101,16 +99,12 @@ class Daemon:
 
     def _install(self, config: Config) -> None:
         """The whole table in one transaction; doors that still exist keep their grants."""
-        settings = KernelSettings(config.options.nflog_group,
-                                  min(config.options.max_pending, 1 << 20),
-                                  self.resources.overflow_seed, self._interfaces(config))
         nft = self.resources.nft
-        answer = closed_port_answer(config.options.closed_ports, nft.input_chains())
-        plan = TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
-                         settings, answer)
+        plan = table_plan(config, self._interfaces(config), self.resources.overflow_seed,
+                          nft.input_chains())
         nft.apply(render_table(plan, nft.existing_sets()))
         self._installed = True
-        log.info("%s", describe_closed_ports(answer))
+        log.info("%s", describe_closed_ports(plan.answer))
 
     def _watch(self, setup: Setup) -> None:
         if setup.capture is not None:

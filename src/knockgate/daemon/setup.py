@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from knockgate.config.checks import check_kernel_memory, host_memory_bytes
@@ -16,6 +17,9 @@ from knockgate.config.schema import Config
 from knockgate.core.capture_filter import capture_filter, datagram_length_clause
 from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary
+from knockgate.core.nft.grants import HostChain, closed_port_answer
+from knockgate.core.nft.kernel_doors import KernelSettings
+from knockgate.core.nft.table import TablePlan
 from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
@@ -181,6 +185,16 @@ def _sync(service: ReplayGuardedService[Any], now: float, *, starting: bool) -> 
             raise
         log.error("%s: the replay store failed, packets are refused until it works: %s",
                   service.name, exc)
+
+
+def table_plan(config: Config, interfaces: tuple[str, ...], overflow_seed: int,
+               host_chains: Iterable[HostChain]) -> TablePlan:
+    """The table ``config`` asks for on this host, whose own input chains are ``host_chains``
+    (they decide how closed ports answer)."""
+    settings = KernelSettings(config.options.nflog_group,
+                              min(config.options.max_pending, 1 << 20), overflow_seed, interfaces)
+    return TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
+                     settings, closed_port_answer(config.options.closed_ports, host_chains))
 
 
 def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]
