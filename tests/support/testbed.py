@@ -53,6 +53,8 @@ def inside(namespace: str) -> Iterator[None]:
 
 @dataclass
 class TestBed:
+    __test__ = False  # a test bed, not a test class, wherever a test module imports it
+
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     listeners: list[socket.socket] = field(default_factory=list)
