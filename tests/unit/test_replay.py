@@ -225,7 +225,9 @@ def test_a_carried_window_whose_store_fails_refuses_until_it_syncs() -> None:
     with pytest.raises(KnockgateError, match="disk full"):
         moved.admit(verified(2), NOW + 1)  # retries the sync first
     full.broken = False
-    moved.admit(verified(2), NOW + 2)  # refused before it was looked at: not used up
+    # Refused because its use could not be recorded, yet used up: a replay must not open.
+    assert rejected(moved, verified(2), NOW + 2) == "replay"
+    moved.sync(NOW + 2)
     assert set(full.rows) == {(b"k" * 8, n.to_bytes(12, "big")) for n in (1, 2)}
 
 

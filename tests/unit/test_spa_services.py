@@ -24,7 +24,7 @@ from knockgate.config.schema import FwknopConfig, SpaConfig
 from knockgate.core.spa import SpaKey, SpaRequest, seal_at
 from knockgate.core.spa_policy import SpaGrant
 from knockgate.daemon.fwknop import FwknopService
-from knockgate.daemon.setup import ReplayStores, carried_from
+from knockgate.daemon.setup import ReplayStores, reopens_its_file
 from knockgate.daemon.spa import ReplayGuardedService, SpaService
 from knockgate.errors import KnockgateError
 from knockgate.io.store import FILE_NAME, FWKNOP_FILE_NAME, SqliteReplayStore, UnavailableStore
@@ -390,16 +390,18 @@ def test_an_unopenable_store_is_unavailable_at_start_and_an_error_on_reload(
     with pytest.raises(KnockgateError, match="cannot open the replay store"):
         stores.get(str(tmp_path), FILE_NAME, starting=False)
     service = SpaService(SPA, store, NOW)
-    assert service.handle(spa_packet(1), NOW) is None  # fail closed
+    assert service.handle(spa_packet(3), NOW) is None  # fail closed
     (tmp_path / FILE_NAME).rmdir()
     with SqliteReplayStore(tmp_path) as real:
         real.remember(ALICE.key_id, (1).to_bytes(12, "big"), NOW)
     reopened = stores.get(str(tmp_path), FILE_NAME, starting=False)
     try:
-        # The unavailable window admitted nothing: the file's own history is what counts.
-        assert carried_from(service, reopened) is None
-        fresh = SpaService(SPA, reopened, NOW + 1, carried_from(service, reopened))
+        # The file's own history counts, and so does every packet the window without a file
+        # refused: its use could not be recorded, but a replay of it must not open later.
+        assert reopens_its_file(service, reopened)
+        fresh = SpaService(SPA, reopened, NOW + 1, service, reopens_its_file(service, reopened))
         assert fresh.handle(spa_packet(1), NOW + 1) is None  # used before the start
+        assert fresh.handle(spa_packet(3), NOW + 1) is None  # refused while unavailable
         assert fresh.handle(spa_packet(2), NOW + 1) is not None
     finally:
         stores.close()

@@ -82,7 +82,11 @@ class ReplayWindow:
 
     def __init__(self, store: ReplayStore, *, now: float, max_age: float,
                  margin: float = DEFAULT_MARGIN, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 carried: ReplayWindow | None = None) -> None:
+                 carried: ReplayWindow | None = None, store_history: bool = False) -> None:
+        """``carried``: the window this one replaces on a reload; its entries carry over, and
+        so does its vouch point, unless ``store_history``: the carried window never had this
+        store's file (it could not be opened), so the file's own vouch point holds, the
+        carried entries covering the time since."""
         if max_age < 0 or margin < 0 or max_entries < 1:
             raise ValueError("max_age and margin must be >= 0 and max_entries >= 1")
         self.max_age = max_age
@@ -93,7 +97,8 @@ class ReplayWindow:
         stored = store.vouches_from()
         if carried is not None:
             self._seen.update(carried._seen)
-            self._vouch = carried.vouches_from(now)
+            history = store_history and stored is not None
+            self._vouch = stored if history and stored is not None else carried.vouches_from(now)
         else:
             self._vouch = now + max_age if stored is None else stored
         self._seen.update(((key_id, nonce), timestamp)
@@ -134,11 +139,13 @@ class ReplayWindow:
 
     def admit_entry(self, key_id: bytes, nonce: bytes, timestamp: int, now: float) -> None:
         """``admit`` for any authenticated (key id, nonce, timestamp), e.g. fwknop digests."""
-        self.sync(now)
+        try:
+            self.sync(now)  # first: a lost store learns the vouch point even from a refusal
+            unsynced: KnockgateError | None = None
+        except KnockgateError as exc:
+            unsynced = exc
         if abs(now - timestamp) > self.max_age:
             raise InvalidMessage("outside replay window")
-        if timestamp < self._vouch:
-            raise InvalidMessage("older than the replay cache can vouch for")
         entry = (key_id, nonce)
         if entry in self._seen:
             raise InvalidMessage("replay")
@@ -146,7 +153,14 @@ class ReplayWindow:
             self._forget_before(self._horizon(now))
             if len(self._seen) >= self.max_entries:
                 raise InvalidMessage("replay cache full")
-        self._seen[entry] = timestamp  # used from here on, even if the write below fails
+        # Used from here on, even if it is refused below: an authentic packet refused because
+        # the cache could not vouch for its time or record its use must not open later, once
+        # the store works again (a reload carries this memory over).
+        self._seen[entry] = timestamp
+        if unsynced is not None:
+            raise unsynced
+        if timestamp < self._vouch:
+            raise InvalidMessage("older than the replay cache can vouch for")
         if not self._record(key_id, nonce, timestamp, now):
             raise InvalidMessage("replay (the store knew it, memory did not)")
 

@@ -52,8 +52,8 @@ class FwknopService(ReplayGuardedService[FwknopMatch]):
     config: FwknopConfig
 
     def __init__(self, config: FwknopConfig, store: ReplayStore, now: float,
-                 previous: FwknopService | None = None) -> None:
-        super().__init__(FwknopSpa(config), config, store, now, previous)
+                 previous: FwknopService | None = None, store_history: bool = False) -> None:
+        super().__init__(FwknopSpa(config), config, store, now, previous, store_history)
 
 
 def _grant(match: FwknopMatch) -> SpaGrant:

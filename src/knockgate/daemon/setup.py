@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os.path
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.config.checks import check_kernel_memory, host_memory_bytes
 from knockgate.config.schema import Config
@@ -125,7 +125,7 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
 
         old_spa = None if previous is None else previous.spa
         store = _store(stores, config, FILE_NAME, old_spa)
-        spa = SpaService(config.spa, store, now, carried_from(old_spa, store))
+        spa = SpaService(config.spa, store, now, old_spa, reopens_its_file(old_spa, store))
         _sync(spa, now, starting=old_spa is None)
         spa_shape = (spa_format.PACKET_SIZE, spa_format.VERSION)
         spa_clauses.append(fixed_datagram_clause(
@@ -138,7 +138,8 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
 
         old_fwknop = None if previous is None else previous.fwknop
         store = _store(stores, config, FWKNOP_FILE_NAME, old_fwknop)
-        fwknop = FwknopService(config.fwknop, store, now, carried_from(old_fwknop, store))
+        fwknop = FwknopService(config.fwknop, store, now, old_fwknop,
+                               reopens_its_file(old_fwknop, store))
         _sync(fwknop, now, starting=old_fwknop is None)
         spa_clauses.append(datagram_length_clause(config.fwknop.port, wire.MIN_PAYLOAD,
                                                   wire.MAX_PAYLOAD))
@@ -148,7 +149,6 @@ def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, n
                  tuple(spa_clauses), spa_shape)
 
 
-Service = TypeVar("Service", bound="ReplayGuardedService[Any]")
 
 
 def _store(stores: ReplayStores, config: Config, file_name: str,
@@ -157,20 +157,18 @@ def _store(stores: ReplayStores, config: Config, file_name: str,
                       in_use=None if previous is None else previous.window.store)
 
 
-def carried_from(previous: Service | None, store: SqliteReplayStore | UnavailableStore
-                 ) -> Service | None:
-    """The service whose replay entries the new one takes over. Not one whose file could not
-    be opened, when that file now opens: it admitted nothing (every write failed), and the
-    file holds the history it lacked."""
+def reopens_its_file(previous: ReplayGuardedService[Any] | None,
+                    store: SqliteReplayStore | UnavailableStore) -> bool:
+    """Whether ``previous`` could not open its store's file and ``store`` now opens that very
+    file: the file's own vouch point then holds, and ``previous``'s entries (every packet it
+    refused for want of a store) cover the time since (core/replay.py, ``store_history``)."""
     from knockgate.io.store import UnavailableStore
 
     if previous is None:
-        return None
+        return False
     old_store = previous.window.store
-    if (isinstance(old_store, UnavailableStore) and not isinstance(store, UnavailableStore)
-            and old_store.path == os.path.normpath(store.path)):
-        return None
-    return previous
+    return (isinstance(old_store, UnavailableStore) and not isinstance(store, UnavailableStore)
+            and old_store.path == os.path.normpath(store.path))
 
 
 def _sync(service: ReplayGuardedService[Any], now: float, *, starting: bool) -> None:

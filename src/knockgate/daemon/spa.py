@@ -74,9 +74,11 @@ class ReplayGuardedService(Generic[Opened]):
 
     def __init__(self, spa_format: SpaFormat[Opened], config: ServiceConfig,
                  store: ReplayStore, now: float,
-                 previous: ReplayGuardedService[Opened] | None = None) -> None:
+                 previous: ReplayGuardedService[Opened] | None = None,
+                 store_history: bool = False) -> None:
         """``previous``: the service this one replaces on a reload; its replay entries and
-        what it vouches for carry over (core/replay.py), so no reload reopens a packet."""
+        what it vouches for carry over (core/replay.py), so no reload reopens a packet;
+        ``store_history``: see ReplayWindow."""
         self.config = config
         self.rejected = 0  # unauthenticated packets dropped, for the daemon's state report
         self._format = spa_format
@@ -84,7 +86,7 @@ class ReplayGuardedService(Generic[Opened]):
         self._log = logging.getLogger(f"knockgate.{spa_format.name}")
         carried = None if previous is None else previous.window
         self.window: ReplayWindow = ReplayWindow(store, now=now, max_age=config.max_age,
-                                                 carried=carried)
+                                                 carried=carried, store_history=store_history)
         self._debug_budget = LogBudget(rate=20, burst=50)
 
     def sync(self, now: float) -> None:
@@ -171,5 +173,5 @@ class SpaService(ReplayGuardedService[VerifiedRequest]):
     config: SpaConfig
 
     def __init__(self, config: SpaConfig, store: ReplayStore, now: float,
-                 previous: SpaService | None = None) -> None:
-        super().__init__(KnockgateSpa(config), config, store, now, previous)
+                 previous: SpaService | None = None, store_history: bool = False) -> None:
+        super().__init__(KnockgateSpa(config), config, store, now, previous, store_history)
