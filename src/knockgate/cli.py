@@ -103,7 +103,7 @@ def _add_knock(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_nothing(_: argparse.ArgumentParser) -> None:
-    """interfaces and keygen take no arguments."""
+    """interfaces, keygen and down take no arguments."""
 
 
 def _add_import(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +159,9 @@ def _add_open(spa: argparse.ArgumentParser) -> None:
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "serve": ("run the daemon in the foreground", _add_serve),
     "check": ("validate a config and print its doors", _add_config),
+    "up": ("install the protection without the daemon (at boot, before the network)",
+           _add_config),
+    "down": ("remove knockgate's nftables table: every protected port opens", _add_nothing),
     "knock": ("send a knock sequence", _add_knock),
     "interfaces": ("list the interfaces knockgate can watch", _add_nothing),
     "keygen": ("print a new SPA secret (base64 of 32 random bytes)", _add_nothing),
@@ -215,6 +218,32 @@ def _check(args: argparse.Namespace) -> None:
           + (f", {len(config.warnings)} warning(s)" if config.warnings else ""))
 
 
+def _up(args: argparse.Namespace) -> None:
+    """The table a stopped daemon leaves: protected ports closed, no knock rule (nothing
+    would log an opening); `serve` adopts it."""
+    from knockgate.config.load import load_config
+    from knockgate.daemon.setup import install_dormant
+    from knockgate.io.instance import claim_namespace
+    from knockgate.io.nft import Nftables
+
+    config = load_config(args.config)
+    with claim_namespace(), Nftables() as nft:  # a running daemon's table is its own
+        nft.refuse_foreign_table()
+        install_dormant(nft, config)
+    print(f"{args.config}: protection installed in table inet knockgate, no knock is "
+          "answered until `knockgate serve` runs")
+
+
+def _down(_: argparse.Namespace) -> None:
+    from knockgate.io.instance import claim_namespace
+    from knockgate.io.nft import Nftables
+
+    with claim_namespace(), Nftables() as nft:  # a running daemon would grant into nothing
+        nft.refuse_foreign_table()
+        nft.remove_table()
+    print("removed table inet knockgate: the ports it protected are reachable by everyone")
+
+
 def _knock(args: argparse.Namespace) -> None:
     from knockgate.client.knock import knock, resolve
     from knockgate.core.kinds import parse_frame
@@ -263,8 +292,8 @@ def _open(args: argparse.Namespace) -> None:
     send_open(args)
 
 
-_COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces,
-             "keygen": _keygen, "open": _open, "import": _import}
+_COMMANDS = {"serve": _serve, "check": _check, "up": _up, "down": _down, "knock": _knock,
+             "interfaces": _interfaces, "keygen": _keygen, "open": _open, "import": _import}
 _CODES: list[tuple[type[KnockgateError], ExitCode]] = [
     (FirewallError, ExitCode.FIREWALL),
     (CaptureError, ExitCode.CAPTURE),

@@ -19,7 +19,7 @@ from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary
 from knockgate.core.nft.grants import HostChain, closed_port_answer
 from knockgate.core.nft.kernel_doors import KernelSettings
-from knockgate.core.nft.table import TablePlan
+from knockgate.core.nft.table import TablePlan, render_dormant
 from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from knockgate.daemon.fwknop import FwknopService
     from knockgate.daemon.spa import ReplayGuardedService, SpaService
     from knockgate.io.capture import Capture
+    from knockgate.io.nft import Nftables
     from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
 log = logging.getLogger("knockgate")
@@ -195,6 +196,28 @@ def table_plan(config: Config, interfaces: tuple[str, ...], overflow_seed: int,
                               min(config.options.max_pending, 1 << 20), overflow_seed, interfaces)
     return TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
                      settings, closed_port_answer(config.options.closed_ports, host_chains))
+
+
+def install_dormant(nft: Nftables, config: Config) -> None:
+    """The table while no daemon runs (core/nft/table.py's render_dormant): what the daemon
+    leaves when it stops or fails to start, and what `knockgate up` installs."""
+    plan = table_plan(config, (), 0, nft.input_chains())  # no knock rule: no interface, no seed
+    nft.apply(render_dormant(plan, nft.existing_sets()))
+
+
+def leave_dormant(nft: Nftables, config: Config) -> None:
+    """Stopping or failing to start: the protection stays in the kernel, without knock rules
+    (core/nft/table.py's render_dormant); `knockgate down` is what removes it."""
+    from knockgate.errors import KnockgateError
+
+    try:
+        install_dormant(nft, config)
+    except KnockgateError as exc:
+        log.error("could not leave the protection in place: %s", exc)
+        return
+    log.info("left table inet knockgate in place without knock rules: protected ports stay "
+             "closed and live grants run out on their kernel timers (`knockgate down` "
+             "removes it)")
 
 
 def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]

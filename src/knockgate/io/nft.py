@@ -61,7 +61,7 @@ class Nftables:
 
     def refuse_foreign_table(self) -> None:
         """Raise FirewallError if a table inet knockgate exists that knockgate did not make:
-        adopting it would rewrite, and at exit delete, another program's rules."""
+        adopting it would rewrite another program's rules, and `down` would delete them."""
         self._ctx.set_terse_output(True)  # a table's sets may hold many elements: skip them
         try:
             rc, listing, error = self._ctx.cmd(f"list table {TABLE_REF}")
@@ -108,13 +108,19 @@ class Nftables:
         self._elements.grant(*grant)
 
     def remove_table(self) -> None:
-        """Delete knockgate's table; one that is already gone is fine."""
+        """Delete knockgate's table (`knockgate down`); one that is already gone is fine."""
         rc, _, error = self._ctx.cmd(render_teardown())
         if rc != 0 and "No such file" not in error:
             raise FirewallError(f"could not delete table {TABLE_REF}: {error.strip()}")
 
     def close(self) -> None:
         self._elements.close()
+
+    def __enter__(self) -> Nftables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def closed_ports_line(setting: str) -> str:
