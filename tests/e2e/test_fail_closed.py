@@ -195,3 +195,31 @@ def test_serve_with_a_daemon_already_running_leaves_its_table_alone(bed, serve, 
     assert second.returncode == 1 and b"stop it first" in stderr
     assert "knock_v4" in listing(bed), "the first daemon's knock rules are untouched"
     assert daemon.process.poll() is None
+
+
+def test_up_with_a_broken_config_falls_back_loudly_on_the_table_the_daemon_saved(
+        bed, serve, tmp_path):
+    """A config that breaks between the last start and a boot (an edit SIGHUP refused) must
+    not boot the host unprotected: `up` installs the table the daemon saved, and fails."""
+    state = tmp_path / "state"
+    config = f'[daemon]\nstate_dir = "{state}"\n' + door("kernel")
+    stopped(open_for_client(bed, serve, config))
+    saved = state / "table.nft"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert knockgate_cli(bed, bed.server, "down").returncode == 0  # as after a reboot
+    assert bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER)
+    broken = tmp_path / "knockgate.toml"
+    broken.write_text(config.replace("tcp:9000", "tcp:99999"))
+    result = knockgate_cli(bed, bed.server, "up", "--config", str(broken), "--state-dir",
+                           str(state))
+    assert result.returncode == 3, result.stderr
+    assert f"installed instead the table the daemon saved in {saved}" in result.stderr
+    assert f"{broken}:" in result.stderr and "99999" in result.stderr
+    assert_dormant(bed)
+    assert not bed.can_connect(SERVER_V4, 22, source=CLIENT_V4_OTHER)
+    saved.chmod(0o644)  # a saved table others may read or write is not trusted
+    assert knockgate_cli(bed, bed.server, "down").returncode == 0
+    result = knockgate_cli(bed, bed.server, "up", "--config", str(broken), "--state-dir",
+                           str(state))
+    assert result.returncode == 3 and "NOTHING INSTALLED" in result.stderr, result.stderr
+    assert listing(bed) == ""

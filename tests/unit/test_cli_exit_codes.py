@@ -279,10 +279,40 @@ def test_up_with_a_bad_config_exits_3_and_touches_no_firewall(cli, tmp_path: Pat
                                                                fake_nft) -> None:
     calls = fake_nft()
     path = write(tmp_path, BAD_PORT_ON_LINE_3)
-    result = cli("up", "--config", path)
+    result = cli("up", "--config", path, "--state-dir", str(tmp_path / "nothing-saved"))
     assert result.code == ExitCode.CONFIG
-    assert result.stderr.startswith(f"{path}:3:")
-    assert calls == []
+    note, error = result.stderr.splitlines()
+    assert note.startswith("knockgate up: NOTHING INSTALLED: no table saved")
+    assert error.startswith(f"{path}:3:")
+    assert calls == ["close"]
+
+
+def test_up_with_a_bad_config_installs_the_saved_table_and_still_exits_3(
+        cli, tmp_path: Path, fake_nft) -> None:
+    calls = fake_nft()
+    saved = tmp_path / "table.nft"
+    saved.write_text("add table inet knockgate\n")
+    saved.chmod(0o600)
+    path = write(tmp_path, BAD_PORT_ON_LINE_3)
+    result = cli("up", "--config", path, "--state-dir", str(tmp_path))
+    assert result.code == ExitCode.CONFIG
+    assert f"installed instead the table the daemon saved in {saved}" in result.stderr
+    assert calls == ["add table inet knockgate\n", "close"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o620])
+def test_up_refuses_a_saved_table_others_may_read_or_write(cli, tmp_path: Path, fake_nft,
+                                                           mode: int) -> None:
+    calls = fake_nft()
+    saved = tmp_path / "table.nft"
+    saved.write_text("add table inet knockgate\n")
+    saved.chmod(mode)
+    result = cli("up", "--config", write(tmp_path, BAD_PORT_ON_LINE_3), "--state-dir",
+                 str(tmp_path))
+    assert result.code == ExitCode.CONFIG
+    assert "NOTHING INSTALLED: the saved table was refused" in result.stderr
+    assert "chmod 600" in result.stderr
+    assert calls == ["close"]
 
 
 @pytest.mark.parametrize("argv", [("down",), ("up", "--config", "CONFIG")])

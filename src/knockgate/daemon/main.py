@@ -28,17 +28,16 @@ from knockgate.core.gate import (
 )
 from knockgate.core.kernel_events import kernel_event
 from knockgate.core.nft.grants import describe_closed_ports
-from knockgate.core.nft.table import render_table
 from knockgate.daemon.effects import Effects
 from knockgate.daemon.loop import Loop
 from knockgate.daemon.setup import (
     ReplayStores,
     Setup,
+    install_table,
     leave_dormant,
     log_setup,
     log_state,
     prepare,
-    table_plan,
 )
 from knockgate.errors import KnockgateError
 from knockgate.io.commands import CommandRunner
@@ -103,10 +102,8 @@ class Daemon:
 
     def _install(self, config: Config) -> None:
         """The whole table in one transaction; doors that still exist keep their grants."""
-        nft = self.resources.nft
-        plan = table_plan(config, self._interfaces(config), self.resources.overflow_seed,
-                          nft.input_chains())
-        nft.apply(render_table(plan, nft.existing_sets()))
+        plan = install_table(self.resources.nft, config, self._interfaces(config),
+                             self.resources.overflow_seed)
         log.info("%s", describe_closed_ports(plan.answer))
 
     def _watch(self, setup: Setup) -> None:

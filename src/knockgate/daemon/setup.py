@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -19,7 +20,7 @@ from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary
 from knockgate.core.nft.grants import HostChain, closed_port_answer
 from knockgate.core.nft.kernel_doors import KernelSettings
-from knockgate.core.nft.table import TablePlan, render_dormant
+from knockgate.core.nft.table import TablePlan, render_dormant, render_table
 from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
@@ -196,6 +197,51 @@ def table_plan(config: Config, interfaces: tuple[str, ...], overflow_seed: int,
                               min(config.options.max_pending, 1 << 20), overflow_seed, interfaces)
     return TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
                      settings, closed_port_answer(config.options.closed_ports, host_chains))
+
+
+def install_table(nft: Nftables, config: Config, interfaces: tuple[str, ...],
+                  overflow_seed: int) -> TablePlan:
+    """The whole table ``config`` asks for, in one transaction (doors that still exist keep
+    their grants); then the table it leaves when it stops is saved for `knockgate up`."""
+    plan = table_plan(config, interfaces, overflow_seed, nft.input_chains())
+    nft.apply(render_table(plan, nft.existing_sets()))
+    _save_dormant(config, plan)
+    return plan
+
+
+def _save_dormant(config: Config, plan: TablePlan) -> None:
+    """A failed save is no reason to stop serving: only the fallback at boot is lost."""
+    from knockgate.io.nft import save_table
+
+    try:
+        save_table(config.options.state_dir, render_dormant(plan, ()))
+    except OSError as exc:
+        log.warning("could not save the table in state_dir %s for `knockgate up` to fall "
+                    "back on if the configuration breaks: %s", config.options.state_dir, exc)
+
+
+def install_saved_table(nft: Nftables, state_dir: str) -> str:
+    """`knockgate up` with a broken configuration: install the table the daemon last saved in
+    ``state_dir`` (if knockgate may trust it: config/files.py's rule) rather than leave every
+    protected port open. Returns what happened, for the admin."""
+    from knockgate.config.files import check_trusted
+    from knockgate.errors import KnockgateError
+    from knockgate.io.nft import read_saved_table
+
+    try:
+        path, text, status, directory = read_saved_table(state_dir)
+        check_trusted(f"state_dir {state_dir}", state_dir, directory)
+        check_trusted("the saved table", path, status, secret=True)
+        nft.apply(text)
+    except OSError as exc:
+        return (f"knockgate up: NOTHING INSTALLED: no table saved by the daemon to fall back "
+                f"on ({exc.strerror}: {exc.filename}); protected ports are open")
+    except KnockgateError as exc:
+        return f"knockgate up: NOTHING INSTALLED: the saved table was refused: {exc}"
+    saved = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.st_mtime))
+    return (f"knockgate up: the configuration is broken (below): installed instead the table "
+            f"the daemon saved in {path} at {saved}, without knock rules; fix the "
+            "configuration, then start the daemon")
 
 
 def install_dormant(nft: Nftables, config: Config) -> None:
