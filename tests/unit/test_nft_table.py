@@ -9,6 +9,7 @@ from knockgate.core.nft.grants import ElementGrant, concat_key, door_grant, port
 from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
 from knockgate.core.nft.parts import declare_set
 from knockgate.core.nft.table import TablePlan, render_dormant, render_table, render_teardown
+from knockgate.io.nft import read_saved_table, save_table
 from knockgate.model import Door, PortSpec
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -295,3 +296,20 @@ def test_dormant_table_of_a_plan_with_no_door_still_closes_the_hidden_ports():
     lines = render_dormant(TablePlan((), (PortSpec("udp", 62201),)), {"old_v4"}).splitlines()
     assert "add rule inet knockgate input udp dport { 62201 } drop" in lines
     assert "delete set inet knockgate old_v4" in lines
+
+
+def test_saved_table_is_private_and_replaced_whole(tmp_path):
+    state = tmp_path / "state"
+    path = save_table(str(state), "first\n")
+    assert (state.stat().st_mode & 0o777, Path(path).stat().st_mode & 0o777) == (0o700, 0o600)
+    Path(path).chmod(0o644)  # a mode someone set by hand does not survive the next save
+    save_table(str(state), "second\n")
+    found, text, status, _ = read_saved_table(str(state))
+    assert (found, text, status.st_mode & 0o777) == (path, "second\n", 0o600)
+    assert sorted(p.name for p in state.iterdir()) == ["table.nft"]  # no temporary file left
+
+
+def test_saving_into_a_state_dir_that_is_a_file_raises_oserror(tmp_path):
+    (tmp_path / "state").write_text("")
+    with pytest.raises(OSError):
+        save_table(str(tmp_path / "state"), "text\n")

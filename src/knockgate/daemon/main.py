@@ -231,15 +231,16 @@ def serve(config: Config, interfaces: tuple[str, ...] = ()) -> None:
         loop = stack.enter_context(contextlib.closing(Loop()))
         nft = stack.enter_context(contextlib.closing(Nftables()))
         nft.refuse_foreign_table()  # before anything that could touch another program's table
-        addresses = stack.enter_context(contextlib.closing(LocalAddresses()))
-        stores = stack.enter_context(contextlib.closing(ReplayStores()))
-        try:
+        try:  # from here a start that fails leaves the protection; Daemon.run then does
+            addresses = stack.enter_context(contextlib.closing(LocalAddresses()))
+            stores = stack.enter_context(contextlib.closing(ReplayStores()))
             setup = prepare(config, interfaces or config.options.interfaces, stores, time.time())
-        except KnockgateError:
+            stack.callback(setup.close)  # the daemon closes it, or a reload replaced it
+            nflog = NflogListener(config.options.nflog_group)
+        except BaseException:
             leave_dormant(nft, config)
             raise
-        stack.callback(setup.close)  # the daemon closes it, or a reload replaced it
         resources = Resources(loop, nft, addresses, Effects(loop, nft, CommandRunner(loop)),
                               stores, int.from_bytes(os.urandom(4), "big"))
-        Daemon(resources, setup, NflogListener(config.options.nflog_group), interfaces).run()
+        Daemon(resources, setup, nflog, interfaces).run()
 
