@@ -31,7 +31,7 @@ def say(text: str) -> None:
 
 
 def state(bed: TestBed, source: str | None = None) -> str:
-    return "OPEN" if bed.can_connect(SERVER_V4, 22, source, timeout=0.3) else "closed (dropped)"
+    return "OPEN" if bed.can_connect(SERVER_V4, 22, source, timeout=0.3) else "closed"
 
 
 def wait_for_ready(log: Path) -> None:
