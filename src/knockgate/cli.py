@@ -87,6 +87,15 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
+def _add_up(parser: argparse.ArgumentParser) -> None:
+    from knockgate.config import DEFAULT_STATE_DIR
+
+    _add_config(parser)
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help="the config's state_dir, where the daemon saves its table: "
+                             f"installed if the config is broken (default {DEFAULT_STATE_DIR})")
+
+
 def _add_family(parser: argparse.ArgumentParser) -> None:
     family = parser.add_mutually_exclusive_group()
     family.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET)
@@ -103,7 +112,7 @@ def _add_knock(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_nothing(_: argparse.ArgumentParser) -> None:
-    """interfaces and keygen take no arguments."""
+    """interfaces, keygen and down take no arguments."""
 
 
 def _add_import(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +168,9 @@ def _add_open(spa: argparse.ArgumentParser) -> None:
 _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "serve": ("run the daemon in the foreground", _add_serve),
     "check": ("validate a config and print its doors", _add_config),
+    "up": ("install the protection without the daemon (at boot, before the network)",
+           _add_up),
+    "down": ("remove knockgate's nftables table: every protected port opens", _add_nothing),
     "knock": ("send a knock sequence", _add_knock),
     "interfaces": ("list the interfaces knockgate can watch", _add_nothing),
     "keygen": ("print a new SPA secret (base64 of 32 random bytes)", _add_nothing),
@@ -215,6 +227,36 @@ def _check(args: argparse.Namespace) -> None:
           + (f", {len(config.warnings)} warning(s)" if config.warnings else ""))
 
 
+def _up(args: argparse.Namespace) -> None:
+    """The table a stopped daemon leaves: protected ports closed, no knock rule (nothing
+    would log an opening); `serve` adopts it."""
+    from knockgate.config.load import load_config
+    from knockgate.daemon.setup import install_dormant, install_saved_table
+    from knockgate.io.instance import claim_namespace
+    from knockgate.io.nft import Nftables
+
+    with claim_namespace(), Nftables() as nft:  # a running daemon's table is its own
+        nft.refuse_foreign_table()
+        try:
+            config = load_config(args.config)
+        except ConfigError:  # at boot: better the last table the daemon ran than none
+            print(install_saved_table(nft, args.state_dir), file=sys.stderr)
+            raise
+        install_dormant(nft, config)
+    print(f"{args.config}: protection installed in table inet knockgate, no knock is "
+          "answered until `knockgate serve` runs")
+
+
+def _down(_: argparse.Namespace) -> None:
+    from knockgate.io.instance import claim_namespace
+    from knockgate.io.nft import Nftables
+
+    with claim_namespace(), Nftables() as nft:  # a running daemon would grant into nothing
+        nft.refuse_foreign_table()
+        nft.remove_table()
+    print("removed table inet knockgate: the ports it protected are reachable by everyone")
+
+
 def _knock(args: argparse.Namespace) -> None:
     from knockgate.client.knock import knock, resolve
     from knockgate.core.kinds import parse_frame
@@ -263,8 +305,8 @@ def _open(args: argparse.Namespace) -> None:
     send_open(args)
 
 
-_COMMANDS = {"serve": _serve, "check": _check, "knock": _knock, "interfaces": _interfaces,
-             "keygen": _keygen, "open": _open, "import": _import}
+_COMMANDS = {"serve": _serve, "check": _check, "up": _up, "down": _down, "knock": _knock,
+             "interfaces": _interfaces, "keygen": _keygen, "open": _open, "import": _import}
 _CODES: list[tuple[type[KnockgateError], ExitCode]] = [
     (FirewallError, ExitCode.FIREWALL),
     (CaptureError, ExitCode.CAPTURE),

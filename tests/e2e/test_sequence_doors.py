@@ -245,15 +245,17 @@ open = ["tcp:2222"]
 
 
 @BOTH
-def test_sigterm_removes_every_rule_within_a_second(bed, serve, engine):
+def test_sigterm_leaves_the_table_without_knock_rules_within_a_second(bed, serve, engine):
+    """Fail closed (issue 12 item 1): the drops and grants stay, nothing opens unlogged."""
     bed.listen(22)
     daemon = serve(door(30, engine))
     knock(bed, "tcp:7000", "udp:8000", "tcp:9000")
     assert bed.wait_until_open(SERVER_V4, 22) is not None
-    assert "table inet knockgate" in bed.run(bed.server, "nft", "list", "ruleset").stdout
+    assert "log prefix" in bed.run(bed.server, "nft", "list", "ruleset").stdout
     assert daemon.stop() < 1.0
     assert daemon.process.returncode == 0
-    assert "knockgate" not in bed.run(bed.server, "nft", "list", "ruleset").stdout
+    left = bed.run(bed.server, "nft", "list", "ruleset").stdout
+    assert "table inet knockgate" in left and "log prefix" not in left, left
 
 
 @BOTH

@@ -4,6 +4,7 @@ tests/test_exit_status.py). Failures that would need root are raised by a patche
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,112 @@ def test_ctrl_c_in_the_daemon_exits_130(cli, tmp_path: Path,
     result = cli("serve", "--config", write(tmp_path, GOOD))
     assert result.code == ExitCode.INTERRUPTED == 130
     assert result.stderr == ""
+
+
+class FakeNftables:
+    """io/nft.Nftables for `up` and `down`, without root: records what they asked for."""
+
+    def __init__(self, foreign: bool, calls: list[str]) -> None:
+        self.foreign, self.calls = foreign, calls
+
+    def __enter__(self) -> FakeNftables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.calls.append("close")
+
+    def refuse_foreign_table(self) -> None:
+        if self.foreign:
+            raise FirewallError("a table inet knockgate exists that knockgate did not make")
+
+    def input_chains(self) -> list[object]:
+        return []
+
+    def existing_sets(self) -> set[str]:
+        return set()
+
+    def apply(self, commands: str) -> None:
+        self.calls.append(commands)
+
+    def remove_table(self) -> None:
+        self.calls.append("remove")
+
+
+@pytest.fixture
+def fake_nft(monkeypatch: pytest.MonkeyPatch):
+    calls: list[str] = []
+
+    def install(foreign: bool = False) -> list[str]:
+        monkeypatch.setattr("knockgate.io.nft.Nftables", lambda: FakeNftables(foreign, calls))
+        monkeypatch.setattr("knockgate.io.instance.claim_namespace",
+                            lambda: contextlib.nullcontext())
+        return calls
+    return install
+
+
+def test_up_installs_the_table_without_knock_rules_and_exits_0(cli, tmp_path: Path,
+                                                                fake_nft) -> None:
+    calls = fake_nft()
+    result = cli("up", "--config", write(tmp_path, GOOD))
+    assert result.code == ExitCode.OK, result.stderr
+    (applied,) = [call for call in calls if call.startswith("add table")]
+    assert "tcp dport { 22, 7000 } reject" in applied and "log" not in applied
+    assert calls[-1] == "close"
+
+
+def test_up_with_a_bad_config_exits_3_and_touches_no_firewall(cli, tmp_path: Path,
+                                                               fake_nft) -> None:
+    calls = fake_nft()
+    path = write(tmp_path, BAD_PORT_ON_LINE_3)
+    result = cli("up", "--config", path, "--state-dir", str(tmp_path / "nothing-saved"))
+    assert result.code == ExitCode.CONFIG
+    note, error = result.stderr.splitlines()
+    assert note.startswith("knockgate up: NOTHING INSTALLED: no table saved")
+    assert error.startswith(f"{path}:3:")
+    assert calls == ["close"]
+
+
+def test_up_with_a_bad_config_installs_the_saved_table_and_still_exits_3(
+        cli, tmp_path: Path, fake_nft) -> None:
+    calls = fake_nft()
+    saved = tmp_path / "table.nft"
+    saved.write_text("add table inet knockgate\n")
+    saved.chmod(0o600)
+    path = write(tmp_path, BAD_PORT_ON_LINE_3)
+    result = cli("up", "--config", path, "--state-dir", str(tmp_path))
+    assert result.code == ExitCode.CONFIG
+    assert f"installed instead the table the daemon saved in {saved}" in result.stderr
+    assert calls == ["add table inet knockgate\n", "close"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o620])
+def test_up_refuses_a_saved_table_others_may_read_or_write(cli, tmp_path: Path, fake_nft,
+                                                           mode: int) -> None:
+    calls = fake_nft()
+    saved = tmp_path / "table.nft"
+    saved.write_text("add table inet knockgate\n")
+    saved.chmod(mode)
+    result = cli("up", "--config", write(tmp_path, BAD_PORT_ON_LINE_3), "--state-dir",
+                 str(tmp_path))
+    assert result.code == ExitCode.CONFIG
+    assert "NOTHING INSTALLED: the saved table was refused" in result.stderr
+    assert "chmod 600" in result.stderr
+    assert calls == ["close"]
+
+
+@pytest.mark.parametrize("argv", [("down",), ("up", "--config", "CONFIG")])
+def test_up_and_down_refuse_a_foreign_table_with_exit_4(cli, tmp_path: Path, fake_nft,
+                                                         argv: tuple[str, ...]) -> None:
+    calls = fake_nft(foreign=True)
+    result = cli(*(write(tmp_path, GOOD) if word == "CONFIG" else word for word in argv))
+    assert result.code == ExitCode.FIREWALL == 4
+    assert "did not make" in result.stderr
+    assert calls == ["close"]
+
+
+def test_down_removes_the_table_and_exits_0(cli, fake_nft) -> None:
+    calls = fake_nft()
+    result = cli("down")
+    assert result.code == ExitCode.OK, result.stderr
+    assert calls == ["remove", "close"]
+    assert "reachable by everyone" in result.stdout

@@ -8,7 +8,8 @@ from knockgate.core.kinds import parse_frame
 from knockgate.core.nft.grants import ElementGrant, concat_key, door_grant, port_grant
 from knockgate.core.nft.kernel_doors import KernelSettings, render_kernel_doors
 from knockgate.core.nft.parts import declare_set
-from knockgate.core.nft.table import TablePlan, render_table, render_teardown
+from knockgate.core.nft.table import TablePlan, render_dormant, render_table, render_teardown
+from knockgate.io.nft import read_saved_table, save_table
 from knockgate.model import Door, PortSpec
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -238,3 +239,77 @@ def test_prefix_check_is_linear_in_doors():
         parse_config(text)
         timings.append(time.perf_counter() - start)
     assert timings[1] < 25 * timings[0], timings  # 10x the doors; quadratic would be ~100x
+
+
+# --- the table while no daemon runs (issue 12 item 1) ------------------------------------------
+
+KERNEL_AND_USERSPACE = """
+[daemon]
+hide_knock_ports = true
+
+[[door]]
+name = "ssh"
+sequence = ["tcp:7000", "udp:8000", "tcp:9000"]
+open = ["tcp:22"]
+
+[[door]]
+name = "web"
+sequence = ["tcp:7100", "tcp:7200"]
+open = ["tcp:2222"]
+engine = "userspace"
+"""
+
+
+def dormant_plan() -> TablePlan:
+    config = parse_config(KERNEL_AND_USERSPACE)
+    return TablePlan(config.doors, tuple(config.hidden_ports), (PortSpec("tcp", 443),))
+
+
+def test_dormant_table_keeps_grants_and_drops_but_no_knock_rule():
+    plan = dormant_plan()
+    lines = render_dormant(plan, ()).splitlines()
+    running = render_table(plan, ()).splitlines()
+    grants_and_drops = [line for line in running if line.startswith("add rule inet knockgate "
+                                                                     "input ")
+                        and ("accept" in line or "reject" in line or line.endswith(" drop"))]
+    assert [line for line in lines if line.startswith("add rule")] == grants_and_drops
+    assert not any("log" in line or "@ssh-stage" in line or "@web-first" in line
+                   or "jump" in line for line in lines)
+    assert [line for line in lines if line.startswith("add set")] == [
+        line for line in running if line.startswith("add set") and "size" not in line]
+
+
+def test_dormant_table_empties_the_input_chain_before_deleting_knock_chains_and_sets():
+    existing = {"ssh_v4", "ssh-stage1_v4", "web-first_v6", "_knocking_v4", "_ports_v4"}
+    lines = render_dormant(dormant_plan(), existing).splitlines()
+    flush = lines.index("flush chain inet knockgate input")
+    for version in (4, 6):
+        add, empty, delete = (lines.index(f"{verb} chain inet knockgate knock_v{version}")
+                              for verb in ("add", "flush", "delete"))
+        assert flush < add < empty < delete  # a chain must be unreferenced and empty
+    deleted = [line.split()[-1] for line in lines if line.startswith("delete set")]
+    assert deleted == ["_knocking_v4", "ssh-stage1_v4", "web-first_v6"]
+    assert lines[0] == 'add table inet knockgate { comment "made by knockgate serve"; }'
+
+
+def test_dormant_table_of_a_plan_with_no_door_still_closes_the_hidden_ports():
+    lines = render_dormant(TablePlan((), (PortSpec("udp", 62201),)), {"old_v4"}).splitlines()
+    assert "add rule inet knockgate input udp dport { 62201 } drop" in lines
+    assert "delete set inet knockgate old_v4" in lines
+
+
+def test_saved_table_is_private_and_replaced_whole(tmp_path):
+    state = tmp_path / "state"
+    path = save_table(str(state), "first\n")
+    assert (state.stat().st_mode & 0o777, Path(path).stat().st_mode & 0o777) == (0o700, 0o600)
+    Path(path).chmod(0o644)  # a mode someone set by hand does not survive the next save
+    save_table(str(state), "second\n")
+    found, text, status, _ = read_saved_table(str(state))
+    assert (found, text, status.st_mode & 0o777) == (path, "second\n", 0o600)
+    assert sorted(p.name for p in state.iterdir()) == ["table.nft"]  # no temporary file left
+
+
+def test_saving_into_a_state_dir_that_is_a_file_raises_oserror(tmp_path):
+    (tmp_path / "state").write_text("")
+    with pytest.raises(OSError):
+        save_table(str(tmp_path / "state"), "text\n")

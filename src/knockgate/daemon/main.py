@@ -27,13 +27,18 @@ from knockgate.core.gate import (
     VerifySpa,
 )
 from knockgate.core.kernel_events import kernel_event
-from knockgate.core.nft.grants import (
-    describe_closed_ports,
-)
-from knockgate.core.nft.table import render_table
+from knockgate.core.nft.grants import describe_closed_ports
 from knockgate.daemon.effects import Effects
 from knockgate.daemon.loop import Loop
-from knockgate.daemon.setup import ReplayStores, Setup, log_setup, log_state, prepare, table_plan
+from knockgate.daemon.setup import (
+    ReplayStores,
+    Setup,
+    install_table,
+    leave_dormant,
+    log_setup,
+    log_state,
+    prepare,
+)
 from knockgate.errors import KnockgateError
 from knockgate.io.commands import CommandRunner
 from knockgate.io.instance import claim_namespace
@@ -71,12 +76,10 @@ class Daemon:
         self.effects = resources.effects
         self._clock = resources.loop.clock
         self._wall_clock = wall_clock
-        self._installed = False
 
     def run(self) -> None:
         loop = self.resources.loop
         try:
-            self.resources.nft.refuse_foreign_table()
             self._install(self.setup.config)
             self._watch(self.setup)
             loop.add_reader(self.nflog.fileno(), self._on_kernel_readable)
@@ -99,11 +102,8 @@ class Daemon:
 
     def _install(self, config: Config) -> None:
         """The whole table in one transaction; doors that still exist keep their grants."""
-        nft = self.resources.nft
-        plan = table_plan(config, self._interfaces(config), self.resources.overflow_seed,
-                          nft.input_chains())
-        nft.apply(render_table(plan, nft.existing_sets()))
-        self._installed = True
+        plan = install_table(self.resources.nft, config, self._interfaces(config),
+                             self.resources.overflow_seed)
         log.info("%s", describe_closed_ports(plan.answer))
 
     def _watch(self, setup: Setup) -> None:
@@ -116,7 +116,7 @@ class Daemon:
         setup.close()
 
     def _stop(self, signum: int) -> None:
-        log.info("received %s; closing every door and exiting", signal.Signals(signum).name)
+        log.info("received %s; exiting", signal.Signals(signum).name)
         notify("STOPPING=1")
         self.resources.loop.stop()
 
@@ -124,12 +124,7 @@ class Daemon:
         self._unwatch(self.setup)
         self.effects.run_stop_commands_now(_SHUTDOWN_COMMAND_BUDGET)
         self.nflog.close()
-        if self._installed:  # a start that failed before installing leaves any table alone
-            try:
-                self.resources.nft.remove_table()
-                log.info("removed nftables table inet knockgate")
-            except KnockgateError as exc:
-                log.error("teardown: %s", exc)
+        leave_dormant(self.resources.nft, self.setup.config)
 
     def _reload(self) -> None:
         """All or nothing: a config that fails to load, prepare or install changes nothing."""
@@ -233,16 +228,19 @@ def serve(config: Config, interfaces: tuple[str, ...] = ()) -> None:
     """Run the daemon until SIGTERM; every resource is closed on the way out, in reverse."""
     with contextlib.ExitStack() as stack:
         stack.callback(claim_namespace().close)
-        loop = Loop()
-        stack.callback(loop.close)
-        nft = Nftables()
-        stack.callback(nft.close)
-        addresses = LocalAddresses()
-        stack.callback(addresses.close)
-        stores = ReplayStores()
-        stack.callback(stores.close)
-        setup = prepare(config, interfaces or config.options.interfaces, stores, time.time())
-        stack.callback(setup.close)  # the daemon closes it, or a reload replaced it
+        loop = stack.enter_context(contextlib.closing(Loop()))
+        nft = stack.enter_context(contextlib.closing(Nftables()))
+        nft.refuse_foreign_table()  # before anything that could touch another program's table
+        try:  # from here a start that fails leaves the protection; Daemon.run then does
+            addresses = stack.enter_context(contextlib.closing(LocalAddresses()))
+            stores = stack.enter_context(contextlib.closing(ReplayStores()))
+            setup = prepare(config, interfaces or config.options.interfaces, stores, time.time())
+            stack.callback(setup.close)  # the daemon closes it, or a reload replaced it
+            nflog = NflogListener(config.options.nflog_group)
+        except BaseException:
+            leave_dormant(nft, config)
+            raise
         resources = Resources(loop, nft, addresses, Effects(loop, nft, CommandRunner(loop)),
                               stores, int.from_bytes(os.urandom(4), "big"))
-        Daemon(resources, setup, NflogListener(config.options.nflog_group), interfaces).run()
+        Daemon(resources, setup, nflog, interfaces).run()
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os.path
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,7 +20,7 @@ from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary
 from knockgate.core.nft.grants import HostChain, closed_port_answer
 from knockgate.core.nft.kernel_doors import KernelSettings
-from knockgate.core.nft.table import TablePlan
+from knockgate.core.nft.table import TablePlan, render_dormant, render_table
 from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from knockgate.daemon.fwknop import FwknopService
     from knockgate.daemon.spa import ReplayGuardedService, SpaService
     from knockgate.io.capture import Capture
+    from knockgate.io.nft import Nftables
     from knockgate.io.store import SqliteReplayStore, UnavailableStore
 
 log = logging.getLogger("knockgate")
@@ -193,6 +195,73 @@ def table_plan(config: Config, interfaces: tuple[str, ...], overflow_seed: int,
                               min(config.options.max_pending, 1 << 20), overflow_seed, interfaces)
     return TablePlan(config.doors, tuple(config.hidden_ports), tuple(config.grant_ports),
                      settings, closed_port_answer(config.options.closed_ports, host_chains))
+
+
+def install_table(nft: Nftables, config: Config, interfaces: tuple[str, ...],
+                  overflow_seed: int) -> TablePlan:
+    """The whole table ``config`` asks for, in one transaction (doors that still exist keep
+    their grants); then the table it leaves when it stops is saved for `knockgate up`."""
+    plan = table_plan(config, interfaces, overflow_seed, nft.input_chains())
+    nft.apply(render_table(plan, nft.existing_sets()))
+    _save_dormant(config, plan)
+    return plan
+
+
+def _save_dormant(config: Config, plan: TablePlan) -> None:
+    """A failed save is no reason to stop serving: only the fallback at boot is lost."""
+    from knockgate.io.nft import save_table
+
+    try:
+        save_table(config.options.state_dir, render_dormant(plan, ()))
+    except OSError as exc:
+        log.warning("could not save the table in state_dir %s for `knockgate up` to fall "
+                    "back on if the configuration breaks: %s", config.options.state_dir, exc)
+
+
+def install_saved_table(nft: Nftables, state_dir: str) -> str:
+    """`knockgate up` with a broken configuration: install the table the daemon last saved in
+    ``state_dir`` (if knockgate may trust it: config/files.py's rule) rather than leave every
+    protected port open. Returns what happened, for the admin."""
+    from knockgate.config.files import check_trusted
+    from knockgate.errors import KnockgateError
+    from knockgate.io.nft import read_saved_table
+
+    try:
+        path, text, status, directory = read_saved_table(state_dir)
+        check_trusted(f"state_dir {state_dir}", state_dir, directory)
+        check_trusted("the saved table", path, status, secret=True)
+        nft.apply(text)
+    except OSError as exc:
+        return (f"knockgate up: NOTHING INSTALLED: no table saved by the daemon to fall back "
+                f"on ({exc.strerror}: {exc.filename}); protected ports are open")
+    except KnockgateError as exc:
+        return f"knockgate up: NOTHING INSTALLED: the saved table was refused: {exc}"
+    saved = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.st_mtime))
+    return (f"knockgate up: the configuration is broken (below): installed instead the table "
+            f"the daemon saved in {path} at {saved}, without knock rules; fix the "
+            "configuration, then start the daemon")
+
+
+def install_dormant(nft: Nftables, config: Config) -> None:
+    """The table while no daemon runs (core/nft/table.py's render_dormant): what the daemon
+    leaves when it stops or fails to start, and what `knockgate up` installs."""
+    plan = table_plan(config, (), 0, nft.input_chains())  # no knock rule: no interface, no seed
+    nft.apply(render_dormant(plan, nft.existing_sets()))
+
+
+def leave_dormant(nft: Nftables, config: Config) -> None:
+    """Stopping or failing to start: the protection stays in the kernel, without knock rules
+    (core/nft/table.py's render_dormant); `knockgate down` is what removes it."""
+    from knockgate.errors import KnockgateError
+
+    try:
+        install_dormant(nft, config)
+    except KnockgateError as exc:
+        log.error("could not leave the protection in place: %s", exc)
+        return
+    log.info("left table inet knockgate in place without knock rules: protected ports stay "
+             "closed and live grants run out on their kernel timers (`knockgate down` "
+             "removes it)")
 
 
 def open_capture(gate: Gate, spa_clauses: list[str], interfaces: tuple[str, ...]

@@ -3,7 +3,10 @@ core/nft renders and nothing it decides itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from typing import Any
 
 from knockgate.core.nft.grants import (
@@ -61,7 +64,7 @@ class Nftables:
 
     def refuse_foreign_table(self) -> None:
         """Raise FirewallError if a table inet knockgate exists that knockgate did not make:
-        adopting it would rewrite, and at exit delete, another program's rules."""
+        adopting it would rewrite another program's rules, and `down` would delete them."""
         self._ctx.set_terse_output(True)  # a table's sets may hold many elements: skip them
         try:
             rc, listing, error = self._ctx.cmd(f"list table {TABLE_REF}")
@@ -108,13 +111,52 @@ class Nftables:
         self._elements.grant(*grant)
 
     def remove_table(self) -> None:
-        """Delete knockgate's table; one that is already gone is fine."""
+        """Delete knockgate's table (`knockgate down`); one that is already gone is fine."""
         rc, _, error = self._ctx.cmd(render_teardown())
         if rc != 0 and "No such file" not in error:
             raise FirewallError(f"could not delete table {TABLE_REF}: {error.strip()}")
 
     def close(self) -> None:
         self._elements.close()
+
+    def __enter__(self) -> Nftables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# In state_dir: the table the daemon last left for when it is not running (core/nft/table.py's
+# render_dormant), which `knockgate up` installs when the configuration is broken at boot.
+SAVED_TABLE = "table.nft"
+
+
+def save_table(state_dir: str, text: str) -> str:
+    """Write ``text`` to ``state_dir``/table.nft, mode 0600, whole or not at all (a new file
+    renamed over the old); a missing ``state_dir`` is created 0700. Returns the path."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, SAVED_TABLE)
+    fd, fresh = tempfile.mkstemp(prefix=f".{SAVED_TABLE}.", dir=state_dir)  # 0600, its own
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(fresh, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(fresh)
+        raise
+    return path
+
+
+def read_saved_table(state_dir: str) -> tuple[str, str, os.stat_result, os.stat_result]:
+    """The path, text and status of ``state_dir``/table.nft, and the status of ``state_dir``
+    (the caller decides whether to trust them). Raises OSError."""
+    path = os.path.join(state_dir, SAVED_TABLE)
+    directory = os.stat(state_dir)
+    with open(path, encoding="utf-8") as saved:
+        return path, saved.read(), os.fstat(saved.fileno()), directory
 
 
 def closed_ports_line(setting: str) -> str:
