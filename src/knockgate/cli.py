@@ -230,12 +230,14 @@ def _check(args: argparse.Namespace) -> None:
 def _up(args: argparse.Namespace) -> None:
     """The table a stopped daemon leaves: protected ports closed, no knock rule (nothing
     would log an opening); `serve` adopts it."""
+    from contextlib import closing
+
     from knockgate.config.load import load_config
     from knockgate.daemon.setup import install_dormant, install_saved_table
     from knockgate.io.instance import claim_namespace
     from knockgate.io.nft import Nftables
 
-    with claim_namespace(), Nftables() as nft:  # a running daemon's table is its own
+    with claim_namespace(), closing(Nftables()) as nft:  # a running daemon's table is its own
         nft.refuse_foreign_table()
         try:
             config = load_config(args.config)
@@ -248,10 +250,12 @@ def _up(args: argparse.Namespace) -> None:
 
 
 def _down(_: argparse.Namespace) -> None:
+    from contextlib import closing
+
     from knockgate.io.instance import claim_namespace
     from knockgate.io.nft import Nftables
 
-    with claim_namespace(), Nftables() as nft:  # a running daemon would grant into nothing
+    with claim_namespace(), closing(Nftables()) as nft:  # a daemon would grant into nothing
         nft.refuse_foreign_table()
         nft.remove_table()
     print("removed table inet knockgate: the ports it protected are reachable by everyone")

@@ -119,12 +119,6 @@ class Nftables:
     def close(self) -> None:
         self._elements.close()
 
-    def __enter__(self) -> Nftables:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # In state_dir: the table the daemon last left for when it is not running (core/nft/table.py's
 # render_dormant), which `knockgate up` installs when the configuration is broken at boot.
