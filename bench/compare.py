@@ -208,6 +208,7 @@ def start_knockgate(bed: TestBed, folder: Path, kind: str) -> Daemon:
     if kind == "spa":
         secret = generate_secret(os.urandom(SECRET_SIZE))
         config.write_text(SPA_CONFIG.format(folder=folder, secret=secret))
+        config.chmod(0o600)  # it holds a secret: knockgate refuses it readable
         prepare = spa_round(SpaKey("bench", decode_secret(secret)))
     else:
         config.write_text(SEQUENCE_CONFIG.format(engine=kind))

@@ -113,6 +113,7 @@ def clients(folder: Path) -> tuple[list[Client], str]:
     secret_file = folder / "spa.key"
     secret_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     secret_file.chmod(0o600)
+    secret_file.chmod(0o600)
     fwknop_keys = inc.FwknopKeys.generate()
     # A profile file that does not exist: the default one (~/.config) may, on some machines.
     no_profiles = str(folder / "no-client.toml")
@@ -229,6 +230,7 @@ def _knockgate_daemon(engine: str, spa: bool = False) -> Starter:
         config = folder / "knockgate.toml"
         config.write_text((SPA_CONFIG.format(folder=folder, secret=secret) if spa else "")
                           + SEQUENCE_CONFIG.format(engine=engine))
+        config.chmod(0o600)  # it may hold a secret: knockgate refuses it readable
         log = folder / "knockgate.log"
         with log.open("wb") as sink:
             process = bed.knockgate(bed.server, "serve", "--config", str(config),

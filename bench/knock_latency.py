@@ -140,6 +140,7 @@ def run(mode: str, rounds: int) -> dict[str, object]:
         config = Path(folder, "k.toml")
         if mode == "spa":
             config.write_text(SPA_CONFIG.format(folder=folder, secret=secret))
+            config.chmod(0o600)  # it holds a secret: knockgate refuses it readable
             prepare = spa_round(SpaKey("bench", decode_secret(secret)))
         else:
             config.write_text(SEQUENCE_CONFIG.format(engine=mode))
