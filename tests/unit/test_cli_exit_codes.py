@@ -230,10 +230,7 @@ class FakeNftables:
     def __init__(self, foreign: bool, calls: list[str]) -> None:
         self.foreign, self.calls = foreign, calls
 
-    def __enter__(self) -> FakeNftables:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.calls.append("close")
 
     def refuse_foreign_table(self) -> None:

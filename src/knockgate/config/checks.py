@@ -4,8 +4,6 @@ nobody else's, and the table fits the kernel's memory budget. Each is linear in 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from knockgate.config.lines import Where
 from knockgate.config.schema import Config, SpaConfig
 from knockgate.core.nft.kernel_doors import KernelSettings
@@ -84,7 +82,9 @@ def kernel_memory(config: Config) -> KernelMemory:
 
 def host_memory_bytes(meminfo: str = _MEMINFO) -> int:
     """MemTotal of /proc/meminfo, in bytes."""
-    for line in Path(meminfo).read_text(encoding="ascii").splitlines():
+    with open(meminfo, encoding="ascii") as handle:
+        text = handle.read()
+    for line in text.splitlines():
         name, _, value = line.partition(":")
         if name == "MemTotal":
             return int(value.split()[0]) * 1024

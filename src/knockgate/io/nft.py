@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from knockgate.core.nft.grants import (
@@ -130,7 +129,12 @@ def save_table(state_dir: str, text: str) -> str:
     renamed over the old); a missing ``state_dir`` is created 0700. Returns the path."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     path = os.path.join(state_dir, SAVED_TABLE)
-    fd, fresh = tempfile.mkstemp(prefix=f".{SAVED_TABLE}.", dir=state_dir)  # 0600, its own
+    # Not tempfile.mkstemp: tempfile imports shutil, bz2, lzma and random into the daemon.
+    fresh = os.path.join(state_dir, f".{SAVED_TABLE}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(fresh)  # left by a daemon of the same pid that died mid-write
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
