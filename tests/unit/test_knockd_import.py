@@ -21,6 +21,7 @@ from knockgate.compat.knockd.importer import (
     toml_array,
     toml_string,
 )
+from knockgate.config.describe import describe
 from knockgate.config.load import parse_config
 from knockgate.errors import ConfigError
 from knockgate.model import TcpFlag
@@ -80,7 +81,8 @@ def doors_of(text: str) -> list[dict]:
 def test_debian_default():
     text = convert(DEBIAN_DEFAULT)
     data = tomllib.loads(text)
-    assert data["daemon"] == {"syslog": True}
+    # knockd never drops a packet: knock ports stay as reachable as they were (issue 11).
+    assert data["daemon"] == {"syslog": True, "hide_knock_ports": False}
     assert [door["name"] for door in data["door"]] == ["openSSH", "closeSSH", "openHTTPS"]
     ssh = data["door"][0]
     assert ssh["sequence"] == ["tcp:7000:syn", "tcp:8000:syn", "tcp:9000:syn"]
@@ -103,7 +105,8 @@ def test_seed_example():
 def test_man_page_example_one_time_sequences_and_six():
     text = convert(MAN_EXAMPLE)
     data = tomllib.loads(text)
-    assert data["daemon"] == {"interfaces": ["eth0"], "log_file": "/var/log/knockd.log"}
+    assert data["daemon"] == {"interfaces": ["eth0"], "log_file": "/var/log/knockd.log",
+                              "hide_knock_ports": False}
     assert "PidFile /run/knockd.pid is not carried over" in prose(text)
     (door,) = data["door"]
     assert door["one_time_sequences"] == "/etc/knockd/smtp_sequences"
@@ -121,7 +124,7 @@ def test_mixed_udp_flags_shell_target_options():
     text = convert(MIXED)
     data = tomllib.loads(text)
     assert data["daemon"] == {"interfaces": ["enp3s0"], "log_file": "/var/log/knockd.log",
-                              "syslog": True}
+                              "syslog": True, "hide_knock_ports": False}
     udp, web = data["door"]
     assert udp["name"] == "udp_door"
     assert "knockd's [udp-door] is not a knockgate name" in prose(text)
@@ -469,3 +472,23 @@ def test_knockgate_runs_shell_commands_with_the_address_as_dollar_one():
     assert knock == (TcpFlag.SYN | TcpFlag.ACK, TcpFlag.SYN)
     udp = config.doors[0]
     assert (udp.sequence[2].flags_mask, udp.sequence[2].flags_value) == (0, 0)  # not SYN-only
+
+
+# --------------------------------------------------------------------------- reachability
+
+
+def test_knock_ports_are_not_hidden_and_check_says_so():
+    """knockd never drops a packet: a knock port that is also a service stays reachable."""
+    text = convert("[ssh]\nsequence = 22,25565:udp\ncommand = /bin/true\n")
+    assert "hide_knock_ports = false" in text
+    assert "knockd never drops a packet" in prose(text)
+    config = parse_config(text, "/etc/knockd.conf")
+    assert config.hidden_ports == []
+    (line,) = [line for line in describe(config, host_bytes=1 << 34)
+               if "hide_knock_ports" in line]
+    assert line.startswith("knock ports not hidden") and "tcp:22, udp:25565" in line
+
+
+def test_check_is_silent_about_hidden_knock_ports():
+    config = parse_config('[[door]]\nname = "a"\nsequence = ["tcp:7000"]\nopen = ["tcp:22"]\n')
+    assert not any("hide_knock_ports" in line for line in describe(config, host_bytes=1 << 34))

@@ -43,6 +43,11 @@ def describe(config: Config, host_bytes: int | None = None) -> list[str]:
             lines.append(f"  runs {list(door.command)}")
         if door.stop_command:
             lines.append(f"  then after {door.command_delay:g}s {list(door.stop_command)}")
+    if config.doors and not config.options.hide_knock_ports:
+        knocked = sorted({(f.proto, f.port) for door in config.doors for f in door.sequence})
+        lines.append(f"knock ports not hidden (hide_knock_ports = false): "
+                     f"{', '.join(f'{proto}:{port}' for proto, port in knocked)} answer as "
+                     "your firewall and services make them, so a service there stays reachable")
     if config.fwknop is not None:
         fw = config.fwknop
         lines.append(f"fwknop SPA on udp:{fw.port} from {fw.access.path}, packets valid for "

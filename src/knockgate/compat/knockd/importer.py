@@ -374,9 +374,10 @@ def _daemon_lines(options: KnockdOptions) -> list[str]:
         lines += ["# knockd watched eth0 unless Interface or its -i option said otherwise;",
                   "# knockgate watches every interface but loopback. To keep knockd's:",
                   '# interfaces = ["eth0"]']
-    lines += ["# knockgate also drops packets to knock ports (hide_knock_ports, the default);",
-              "# knockd left them to your firewall. If a knock port also serves something:",
-              "# hide_knock_ports = false"]
+    lines += ["# knockd never drops a packet, so a knock port that is also a service (ssh on 22,",
+              "# a game server...) stays reachable; knockgate's default would close knock ports.",
+              "# Set true only if nothing listens on any knock port: they then look closed.",
+              "hide_knock_ports = false"]
     if options.log_file is not None:
         lines.append(f"log_file = {toml_string(options.log_file)}")
     if options.use_syslog:
