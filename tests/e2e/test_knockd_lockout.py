@@ -47,3 +47,22 @@ def test_check_says_knock_ports_stay_reachable(bed, tmp_path):
     assert checked.returncode == 0, checked.stderr
     (line,) = [line for line in checked.stdout.splitlines() if "hide_knock_ports" in line]
     assert "not hidden" in line and "tcp:22" in line and "tcp:25565" in line
+
+
+# Messages name lines of the knockd.conf the admin wrote (CRLF line ends, comments after values),
+# not of the TOML it is converted to.
+LINES = ("# knockd.conf\r\n[options]\r\n  UseSyslog\r\n[web]\r\n  sequence = 5000,6000\r\n"
+         "  command = /usr/bin/logger opened %IP%   # a comment /bin/sh skips\r\n")
+
+
+def test_check_and_serve_name_the_knockd_lines(bed, tmp_path):
+    conf = tmp_path / "knockd.conf"
+    conf.write_bytes(LINES.encode())
+    checked = knockgate_cli(bed, bed.server, "check", "--config", str(conf))
+    assert checked.returncode == 0, checked.stderr
+    assert "door web (line 4):" in checked.stdout
+    assert f"{conf}:4: warning: door 'web' runs its commands through /bin/sh" in checked.stderr
+    conf.write_bytes((LINES + "  target = not-an-address\r\n").encode())
+    refused = knockgate_cli(bed, bed.server, "serve", "--config", str(conf))
+    assert refused.returncode == 3, refused.stderr
+    assert f"{conf}:7: " in refused.stderr and "target" in refused.stderr

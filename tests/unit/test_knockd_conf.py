@@ -71,7 +71,7 @@ def error_of(text: str) -> ConfigError:
 
 def test_debian_default():
     config = parse_knockd_conf(DEBIAN_DEFAULT, PATH)
-    assert config.options == KnockdOptions(use_syslog=True, line=1)
+    assert config.options == KnockdOptions(use_syslog=True, line=1, lines=(("USESYSLOG", 2),))
     assert [door.name for door in config.doors] == ["openSSH", "closeSSH", "openHTTPS"]
     ssh = config.doors[0]
     assert ssh.line == 4
@@ -87,7 +87,8 @@ def test_debian_default():
 def test_man_page_example():
     config = parse_knockd_conf(MAN_EXAMPLE, PATH)
     assert config.options == KnockdOptions(False, "/var/log/knockd.log", "/run/knockd.pid",
-                                           "eth0", 1)
+                                           "eth0", 1, (("LOGFILE", 2), ("PIDFILE", 3),
+                                                       ("INTERFACE", 4)))
     (door,) = config.doors
     assert door.sequence == ()
     assert door.one_time_sequences == "/etc/knockd/smtp_sequences"
@@ -246,3 +247,18 @@ def test_looks_like_knockd_conf():
 ])
 def test_does_not_look_like_knockd_conf(text):
     assert not looks_like_knockd_conf(text)
+
+
+def test_lines_of_keys_with_crlf_and_comments_after_values():
+    """Each key's line is the line the admin wrote: CRLF ends count as one line each, and a
+    bare UseSyslog (any section, the first one) is recorded for [options]."""
+    text = ("# top\r\n[d]\r\n  UseSyslog\r\n\r\n  sequence = 7000  \r\n"
+            "  command = /bin/true # why\r\n[options]\r\n  LogFile = /var/log/k.log\r\n"
+            "  UseSyslog\r\n")
+    config = parse_knockd_conf(text, PATH)
+    (door,) = config.doors
+    assert (door.line, door.line_of("sequence"), door.line_of("Start_Command")) == (2, 5, 6)
+    assert door.line_of("seq_timeout") == 2  # not written: the section's line
+    assert door.start_command == "/bin/true # why"  # kept whole: /bin/sh skips the comment
+    assert config.options == KnockdOptions(True, "/var/log/k.log", line=7,
+                                           lines=(("LOGFILE", 8), ("USESYSLOG", 3)))

@@ -15,6 +15,7 @@ from knockgate.compat.knockd.conf import KnockdConfig, parse_knockd_conf
 from knockgate.compat.knockd.importer import (
     argv_of,
     comment_text,
+    convert_knockd,
     door_names,
     knockd_to_toml,
     shell_rewrite,
@@ -22,7 +23,8 @@ from knockgate.compat.knockd.importer import (
     toml_string,
 )
 from knockgate.config.describe import describe
-from knockgate.config.load import parse_config
+from knockgate.config.load import load_config, parse_config
+from knockgate.config.schema import Config
 from knockgate.errors import ConfigError
 from knockgate.model import TcpFlag
 from tests.unit.test_knockd_conf import DEBIAN_DEFAULT, MAN_EXAMPLE
@@ -492,3 +494,113 @@ def test_knock_ports_are_not_hidden_and_check_says_so():
 def test_check_is_silent_about_hidden_knock_ports():
     config = parse_config('[[door]]\nname = "a"\nsequence = ["tcp:7000"]\nopen = ["tcp:22"]\n')
     assert not any("hide_knock_ports" in line for line in describe(config, host_bytes=1 << 34))
+
+
+# --------------------------------------------------------------------------- line numbers
+# Every line a message names is a line of the knockd.conf the admin wrote, never one of the
+# TOML it is converted to (which is three times longer).
+
+SHELL_DOORS = """\
+# a comment first
+[options]
+  UseSyslog
+[web]
+  sequence = 5000,6000
+  command = /usr/bin/logger opened %IP%   # comments after values reach /bin/sh
+[mail]
+
+  sequence = 7000:udp,8000
+  seq_timeout = 9
+  start_command = echo %IP% >> /tmp/mail
+"""
+
+
+def crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+def served(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "knockd.conf"
+    path.write_bytes(text.encode())
+    path.chmod(0o600)
+    return load_config(str(path))
+
+
+def load_error(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        served(tmp_path, text)
+    return caught.value
+
+
+@pytest.mark.parametrize("newline", [str, crlf], ids=["lf", "crlf"])
+@pytest.mark.parametrize(("text", "lines"), [(DEBIAN_DEFAULT, {"openSSH": 4, "closeSSH": 10,
+                                                                "openHTTPS": 16}),
+                                              (SEED_EXAMPLE, {"startSSH": 1}),
+                                              (MIXED, {"udp_door": 6, "web": 11}),
+                                              (SHELL_DOORS, {"web": 4, "mail": 7})])
+def test_check_names_the_knockd_lines_of_doors(tmp_path, newline, text, lines):
+    config = served(tmp_path, newline(text))
+    assert {door.name: door.line for door in config.doors} == lines
+    described = [line for line in describe(config, host_bytes=1 << 34) if line.startswith("door")]
+    assert described == [line for line in described
+                         if f"door {line.split()[1]} (line {lines[line.split()[1]]})" in line]
+    assert len(described) == len(lines)
+
+
+@pytest.mark.parametrize("newline", [str, crlf], ids=["lf", "crlf"])
+def test_warnings_name_the_knockd_lines(tmp_path, newline):
+    config = served(tmp_path, newline(SHELL_DOORS))
+    path = str(tmp_path / "knockd.conf")
+    assert [warning.split(" warning: ")[0] for warning in config.warnings] == [
+        f"{path}:4:", f"{path}:7:"]
+
+
+def test_man_page_example_door_line(tmp_path: Path):
+    sequences = tmp_path / "smtp_sequences"
+    sequences.write_text("2001,2002:udp,2003\n")
+    config = served(tmp_path, MAN_EXAMPLE.replace("/etc/knockd/smtp_sequences", str(sequences)))
+    assert [door.line for door in config.doors] == [6]
+
+
+@pytest.mark.parametrize("newline", [str, crlf], ids=["lf", "crlf"])
+@pytest.mark.parametrize(("text", "line", "reason"), [
+    # knockgate refuses what its TOML cannot take: at the knockd key behind the TOML key
+    ("[options]\n  UseSyslog\n\n[a]\n  sequence = 7000\n  Target = not-an-address  # x\n",
+     6, "target"),
+    ("[a]\n  one_time_sequences = /nonexistent/knockgate/otp\n", 2,
+     "cannot read one_time_sequences"),
+    ("[a]\n  sequence = 7000,8000\n\n# the longer door\n[b]\n  sequence = 7000,8000,9000\n",
+     1, "prefix"),
+])
+def test_errors_name_the_knockd_lines(tmp_path, newline, text, line, reason):
+    error = load_error(tmp_path, newline(text))
+    assert (error.path, error.line) == (str(tmp_path / "knockd.conf"), line), error
+    assert reason in error.reason.lower()
+    assert "knockgate import knockd" in error.reason
+
+
+def test_kernel_memory_error_names_the_first_doors_knockd_line(tmp_path):
+    config = served(tmp_path, SHELL_DOORS)
+    with pytest.raises(ConfigError) as caught:
+        describe(config, host_bytes=1 << 10)
+    assert caught.value.line == 4
+
+
+def test_each_toml_key_comes_from_its_knockd_key():
+    converted = convert_knockd(parse_knockd_conf(MAN_EXAMPLE))
+    origin = {line.split(" = ")[0]: converted.origin(number)
+              for number, line in enumerate(converted.text.splitlines(), start=1)
+              if " = " in line and not line.startswith("#")}
+    assert origin == {"interfaces": 4, "log_file": 2, "hide_knock_ports": 1, "name": 6,
+                      "one_time_sequences": 7, "tcp_flags": 9, "timeout": 8, "target": 15,
+                      "command": 10, "stop_command": 13, "command_6": 11,
+                      "stop_command_6": 14, "command_delay": 12}
+    # The IPv6 fallbacks knockd would run come from the IPv4 keys.
+    text = "[a]\n sequence = 1\n start_command = /bin/a %IP%\n stop_command_6 = /bin/b\n"
+    converted = convert_knockd(parse_knockd_conf(text))
+    found = {line.split(" = ")[0]: converted.origin(number)
+             for number, line in enumerate(converted.text.splitlines(), start=1)
+             if line.startswith(("command", "stop_command"))}
+    assert found == {"command": 3, "command_6": 3, "stop_command_6": 4, "command_delay": 4}
+    assert converted.origin(0) is None and converted.origin(10_000) is None
+    assert converted.origin(1) is None  # the importer's own header

@@ -68,16 +68,33 @@ def load_config(path: str) -> Config:
 
 
 def _parse_knockd_config(text: str, path: str) -> Config:
-    """A knockd.conf is served as the TOML `knockgate import knockd` would write for it."""
-    from knockgate.compat.knockd.importer import knockd_to_toml
+    """A knockd.conf is served as the TOML `knockgate import knockd` would write for it. Every
+    line an error, a warning or a door names is the knockd.conf line it comes from."""
+    from knockgate.compat.knockd.importer import convert_knockd
 
-    converted = knockd_to_toml(parse_knockd_conf(text, path))
+    knockd = parse_knockd_conf(text, path)
+    converted = convert_knockd(knockd)
     try:
-        return parse_config(converted, path)
+        config = parse_config(converted.text, path)
     except ConfigError as exc:
+        ours = exc.path == path  # another file's error keeps its own line
         raise ConfigError(f"{exc.reason} (in the TOML converted from this knockd.conf; run "
-                          f"'knockgate import knockd {path}' to see it)", path=path,
+                          f"'knockgate import knockd {path}' to see it; the line is this "
+                          "file's)", path=exc.path,
+                          line=converted.origin(exc.line) if ours else exc.line,
                           hint=exc.hint) from exc
+    cited = re.compile(rf"{re.escape(path)}:(\d+): ")
+
+    def in_knockd_lines(warning: str) -> str:
+        found = cited.match(warning)
+        if found is None:
+            return warning
+        line = converted.origin(int(found.group(1)))
+        return (f"{path}:{line}: " if line else f"{path}: ") + warning[found.end():]
+
+    doors = tuple(door._replace(line=source.line)
+                  for door, source in zip(config.doors, knockd.doors, strict=True))
+    return config._replace(doors=doors, warnings=tuple(map(in_knockd_lines, config.warnings)))
 
 
 def parse_config(text: str, path: str = "<config>", status: os.stat_result | None = None

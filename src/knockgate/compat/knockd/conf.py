@@ -95,11 +95,15 @@ class KnockdDoor(NamedTuple):
 
 
 class KnockdOptions(NamedTuple):
+    """``line`` is the ``[options]`` line (None without one); ``lines`` maps KEY → line,
+    USESYSLOG included (knockd takes a bare UseSyslog in any section)."""
+
     use_syslog: bool = False
     log_file: str | None = None
     pid_file: str | None = None
     interface: str | None = None
     line: int | None = None
+    lines: tuple[tuple[str, int], ...] = ()
 
 
 class KnockdConfig(NamedTuple):
@@ -231,7 +235,7 @@ class _Parser:
     def __init__(self, path: str) -> None:
         self.path = path
         self.options: _Section | None = None
-        self.use_syslog = False
+        self.use_syslog_line: int | None = None
         self.current: _Section | None = None
         self.doors: list[_Section] = []
 
@@ -274,7 +278,7 @@ class _Parser:
             if key != "USESYSLOG":
                 raise self.error(f"{line[:40]!r} is not 'Key = value'", number,
                                  "write e.g. 'Sequence = 7000,8000,9000'")
-            self.use_syslog = True
+            self.use_syslog_line = self.use_syslog_line or number
             return
         if key == "USESYSLOG":
             raise self.error("UseSyslog takes no value", number,
@@ -307,13 +311,16 @@ class _Parser:
         return KnockdConfig(self.path, options, doors)
 
     def _options(self) -> KnockdOptions:
+        syslog = self.use_syslog_line
+        syslog_lines = (("USESYSLOG", syslog),) if syslog else ()
         if self.options is None:
-            return KnockdOptions(use_syslog=self.use_syslog)
+            return KnockdOptions(use_syslog=bool(syslog), lines=syslog_lines)
         values = {key: value for key, (value, _) in self.options.values.items()}
-        return KnockdOptions(use_syslog=self.use_syslog, log_file=values.get("LOGFILE") or None,
+        lines = tuple((key, line) for key, (_, line) in self.options.values.items())
+        return KnockdOptions(use_syslog=bool(syslog), log_file=values.get("LOGFILE") or None,
                              pid_file=values.get("PIDFILE") or None,
                              interface=values.get("INTERFACE") or None,
-                             line=self.options.line)
+                             line=self.options.line, lines=lines + syslog_lines)
 
 
 def _build_door(parser: _Parser, section: _Section) -> KnockdDoor:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from knockgate.compat.knockd.conf import KnockdConfig, KnockdDoor, KnockdOptions
 from knockgate.core.kinds.ports import flag_words
@@ -40,6 +41,18 @@ _POSITIONAL = re.compile(r"\$(?:[0-9@*#]|\{[0-9@*#])")
 _OPEN_RULE = re.compile(
     r"(?:/\S*/)?iptables (?P<verb>-[AID]) INPUT(?: \d+)? -s %IP% -p (?P<proto>tcp|udp) "
     r"--dport (?P<port>\d{1,5}) -j ACCEPT")
+# The knockd keys each knockgate key is written from, the first one present counting: a
+# written-out IPv6 fallback comes from the IPv4 command, command_delay from Cmd_Timeout.
+_SOURCE_KEYS = {
+    "sequence": ("SEQUENCE",), "one_time_sequences": ("ONE_TIME_SEQUENCES",),
+    "tcp_flags": ("TCPFLAGS",), "timeout": ("SEQ_TIMEOUT",), "target": ("TARGET",),
+    "command": ("START_COMMAND",), "stop_command": ("STOP_COMMAND",),
+    "command_6": ("START_COMMAND_6", "START_COMMAND"),
+    "stop_command_6": ("STOP_COMMAND_6", "STOP_COMMAND"),
+    "command_delay": ("CMD_TIMEOUT", "STOP_COMMAND_6", "STOP_COMMAND"),
+    "interfaces": ("INTERFACE",), "log_file": ("LOGFILE",), "syslog": ("USESYSLOG",),
+}
+_KEY_LINE = re.compile(r"([a-z0-9_]+) = ")
 _TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n",
                  "\f": "\\f", "\r": "\\r"}
 
@@ -388,11 +401,49 @@ def _daemon_lines(options: KnockdOptions) -> list[str]:
     return lines
 
 
-def knockd_to_toml(config: KnockdConfig) -> str:
-    """knockgate TOML for a parsed knockd.conf; always valid TOML, whatever the strings."""
-    lines = [*_header(config.path), "", *_daemon_lines(config.options)]
+class Converted(NamedTuple):
+    """The TOML for a knockd.conf, and for each of its lines the knockd.conf line it comes
+    from (None for the importer's own header and blank lines), so that messages about the
+    TOML can name the line the admin wrote."""
+
+    text: str
+    origins: tuple[int | None, ...]
+
+    def origin(self, line: int | None) -> int | None:
+        """The knockd.conf line behind TOML line ``line`` (counted from 1), if any."""
+        return self.origins[line - 1] if line is not None and 0 < line <= len(self.origins) \
+            else None
+
+
+def _origins(lines: Sequence[str], section: int | None, keys: Mapping[str, int]
+             ) -> list[int | None]:
+    """Each line's knockd.conf line: a ``key = value`` line's source key if it was written,
+    else the section's (comments and ``[[door]]`` describe the whole section)."""
+    found: list[int | None] = []
+    for line in lines:
+        key = _KEY_LINE.match(line)
+        sources = _SOURCE_KEYS.get(key.group(1), ()) if key else ()
+        found.append(next((keys[source] for source in sources if source in keys), section))
+    return found
+
+
+def convert_knockd(config: KnockdConfig) -> Converted:
+    """knockgate TOML for a parsed knockd.conf (always valid TOML, whatever the strings),
+    with the knockd.conf line of each TOML line."""
+    options = config.options
+    daemon = _daemon_lines(options)
+    lines = [*_header(config.path), "", *daemon]
+    origins = [None] * (len(lines) - len(daemon)) + _origins(daemon, options.line,
+                                                              dict(options.lines))
     names = door_names([door.name for door in config.doors])
     for door, name in zip(config.doors, names, strict=True):
-        lines += ["", *_door_lines(door, name)]
-    return "\n".join(lines) + "\n"
+        block = _door_lines(door, name)
+        lines += ["", *block]
+        origins += [None, *_origins(block, door.line, dict(door.lines))]
+    return Converted("\n".join(lines) + "\n", tuple(origins))
+
+
+def knockd_to_toml(config: KnockdConfig) -> str:
+    """knockgate TOML for a parsed knockd.conf; always valid TOML, whatever the strings."""
+    return convert_knockd(config).text
 
