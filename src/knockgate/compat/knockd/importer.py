@@ -14,6 +14,10 @@ What keeps knockd's meaning, and the comments that say where it cannot:
   :func:`shell_rewrite`).
 - knockd's IPv6 fallback (no ``_6`` command → the IPv4 one) and its rule that a stop command
   only ever follows a start command are carried over key by key.
+- knockd never drops a packet, so ``[daemon]`` says ``hide_knock_ports = false``: a knock port
+  that is also a service stays reachable.
+- :func:`convert_knockd` also gives the knockd.conf line behind each TOML line, so messages
+  about the TOML name the line the admin wrote.
 """
 
 from __future__ import annotations
