@@ -12,11 +12,17 @@ import pytest
 from knockgate.compat.fwknop.access import (
     ANY,
     FwknopStanza,
+    expiry_warnings,
     parse_access_conf,
     select_stanza,
 )
 from knockgate.compat.fwknop.wire import MsgType, encode
+from knockgate.config.load import load_config
+from knockgate.config.schema import FwknopConfig
+from knockgate.daemon.fwknop import FwknopService
 from knockgate.errors import ConfigError, InvalidMessage
+from knockgate.model import Packet
+from tests.unit.test_replay import DictStore
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "fwknop"
 KEY_B64 = "9tqdu18hZRfu2miX+kwyzWjdF2F0sFcEUZk3zGg4faM="
@@ -134,14 +140,15 @@ def test_access_expire_date_is_utc_midnight_with_warning():
 
 
 @pytest.mark.parametrize("line", [
-    "GPG_HOME_DIR /root/.gnupg", "GPG_REQUIRE_SIG Y", "CMD_CYCLE_OPEN /bin/true",
-    "CMD_CYCLE_CLOSE NONE", "CMD_CYCLE_TIMER 10", "FORCE_NAT 192.168.1.2 22",
-    "FORWARD_ALL Y", "CMD_SUDO_EXEC_USER bob", "%include_keys /etc/fwknop/keys.conf",
+    "GPG_HOME_DIR /root/.gnupg", "GPG_REQUIRE_SIG Y", "GPG_DECRYPT_ID ABCD1234",
+    "CMD_SUDO_EXEC_USER bob", "%include_keys /etc/fwknop/keys.conf",
+    "FORCE_MASQUERADE N", "DISABLE_DNAT no", "FORWARD_ALL n",
 ])
-def test_known_unsupported_keys_warn(line):
+def test_unsupported_keys_that_change_no_grant_warn_and_leave_the_stanza_open(line):
     access = parse(f"SOURCE ANY\n{KEYS}{line}\n")
-    (warning,) = access.warnings
-    assert warning.line == 4 and line.split()[0] in warning.message
+    assert access.stanzas[0].closed_by is None
+    assert [(w.line, w.level) for w in access.warnings] in ([(4, "warning")], [])
+    assert all(line.split()[0] in w.message for w in access.warnings)
 
 
 def test_keys_before_first_source_warn():
@@ -341,3 +348,111 @@ def test_encoder_output_selects_like_the_real_client():
     match = select_stanza(stanzas(f"SOURCE ANY\n{KEYS}"), wire, IPv4Address("192.0.2.1"),
                           1_800_000_000)
     assert (match.allow_ip, match.open_for) == (IPv4Address("192.0.2.1"), 90)
+
+
+# --------------------------------------------------------------------------- closed stanzas
+
+CLOSING = ["CMD_CYCLE_OPEN /usr/bin/systemctl start sshd", "CMD_CYCLE_CLOSE NONE",
+           "CMD_CYCLE_TIMER 10", "FORCE_NAT 192.0.2.9 22", "FORCE_SNAT 192.0.2.10",
+           "FORCE_MASQUERADE Y", "DISABLE_DNAT Y", "FORWARD_ALL Y", "FORWARD_ALL maybe"]
+
+
+def handled(text: str, name: str = "access_sha256", source: str = "10.201.0.2"):
+    """What the daemon's fwknop service grants for the vector ``name`` (None: nothing)."""
+    payload, now = packet(name)
+    service = FwknopService(FwknopConfig(parse(text)), DictStore(), now)
+    grant = service.handle(Packet(IPv4Address(source), IPv4Address("10.201.0.1"), "udp",
+                                  40000, 62201, 0, payload), now)
+    return grant, service
+
+
+@pytest.mark.parametrize("line", CLOSING)
+def test_a_stanza_asking_what_knockgate_does_not_do_is_closed_with_an_error_line(line):
+    access = parse(f"SOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n{line}\n")
+    (stanza,) = access.stanzas
+    name = line.split()[0]
+    assert stanza.closed_by is not None and stanza.closed_by.startswith(f"{name} (line 5)")
+    (error,) = access.warnings
+    assert (error.line, error.level) == (5, "error")
+    assert str(error).startswith(f"{PATH}:5: error: stanza 1 (SOURCE line 1) is closed: {name}")
+    assert stanza.open_ports == (("tcp", 22),), "its ports stay guarded"
+
+
+@pytest.mark.parametrize("line", CLOSING)
+def test_a_packet_the_closed_stanza_accepts_opens_nothing(line, caplog):
+    bait = f"\nSOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n"  # same keys: must not catch it instead
+    text = f"SOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n{line}\n{bait}"
+    payload, now = packet("access_sha256")
+    assert select_stanza(stanzas(text), payload, "10.201.0.2", now).stanza_number == 1
+    grant, service = handled(text)
+    assert grant is None
+    assert service.rejected == 0, "it authenticated: refused with a warning, not as garbage"
+    refusal = caplog.records[-1].getMessage()
+    assert "stanza 1, packet from 10.201.0.2 refused: the stanza is closed" in refusal
+    assert line.split()[0] in refusal
+
+
+def test_a_closed_stanza_refuses_commands_too():
+    text = f"SOURCE ANY\n{KEYS}ENABLE_CMD_EXEC Y\nCMD_CYCLE_OPEN /bin/true\nCMD_CYCLE_CLOSE NONE\n"
+    assert handled(text, "command")[0] is None
+
+
+def test_a_closed_stanza_that_does_not_accept_the_packet_lets_later_stanzas_try():
+    # fwknopd moves on when a stanza's keys do not verify; so does knockgate.
+    grant, _ = handled(f"SOURCE ANY\n{WRONG_KEYS}FORCE_NAT 192.0.2.9 22\n\n"
+                       f"SOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n")
+    assert grant is not None and grant.key.startswith("fwknop stanza 2")
+
+
+def test_closing_keys_before_the_first_source_are_ignored_and_twice_is_an_error():
+    access = parse(f"FORCE_NAT 192.0.2.9 22\nSOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n")
+    assert access.stanzas[0].closed_by is None and access.warnings[0].line == 1
+    error = error_of(f"SOURCE ANY\n{KEYS}FORCE_NAT 192.0.2.9 22\nFORCE_NAT 192.0.2.9 23\n")
+    assert error.line == 5 and "twice" in str(error)
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+def test_an_expired_stanza_matches_nothing_and_the_next_one_works():
+    payload, now = packet("access_sha256")
+    yesterday = int(now) - 86400
+    access = parse(f"SOURCE ANY\n{KEYS}ACCESS_EXPIRE_EPOCH {yesterday}\nOPEN_PORTS tcp/22\n\n"
+                   f"SOURCE ANY\n{KEYS}ACCESS_EXPIRE_EPOCH {int(now) + 86400}\n"
+                   "OPEN_PORTS tcp/22\n")
+    (warning,) = expiry_warnings(access, now)
+    assert warning.line == 4 and "stanza 1 (SOURCE line 1) expired at" in warning.message
+    assert select_stanza(access.stanzas, payload, "10.201.0.2", now).stanza_number == 2
+    assert expiry_warnings(access, yesterday) == ()
+
+
+def test_expiry_is_reported_at_the_access_expire_line_in_utc():
+    access = parse(f"SOURCE ANY\n{KEYS}ACCESS_EXPIRE 01/02/2030\n")
+    (warning,) = expiry_warnings(access, 1_893_542_401)
+    assert warning.line == 4 and "2030-01-02 00:00 UTC" in warning.message
+
+
+def write_config(tmp_path: Path, access_text: str) -> str:
+    access = tmp_path / "access.conf"
+    access.write_text(access_text)
+    access.chmod(0o600)
+    config = tmp_path / "knockgate.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\n\n'
+                      f'[fwknop]\naccess = "{access}"\n')
+    return str(config)
+
+
+@pytest.mark.parametrize("grants_nothing", ["ACCESS_EXPIRE_EPOCH 1000000000",
+                                            "FORCE_NAT 192.0.2.9 22"])
+def test_loading_accepts_a_stanza_that_grants_nothing_without_open_ports(tmp_path,
+                                                                         grants_nothing):
+    config = load_config(write_config(tmp_path, f"SOURCE ANY\n{KEYS}{grants_nothing}\n\n"
+                                                f"SOURCE ANY\n{KEYS}OPEN_PORTS tcp/22\n"))
+    assert config.fwknop is not None and len(config.fwknop.access.stanzas) == 2
+    assert any(":4: " in warning for warning in config.warnings)
+
+
+def test_loading_still_needs_open_ports_in_a_stanza_expiring_later(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, f"SOURCE ANY\n{KEYS}ACCESS_EXPIRE 12/31/2099\n"))
+    assert "OPEN_PORTS" in str(info.value) and info.value.line == 1

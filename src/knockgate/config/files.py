@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from knockgate.errors import ConfigError
@@ -103,10 +105,14 @@ def read_one_time(path: str, mask: int, value: int, where: Where | None = None
 
 
 def read_access_conf(path: str, where: Where) -> FwknopAccess:
-    """fwknop's access.conf, every stanza naming the OPEN_PORTS it guards. It holds keys, so it
-    is a secret. Errors in the file name the file's own lines (parse_access_conf refuses a
-    file without a stanza)."""
-    from knockgate.compat.fwknop.access import parse_access_conf  # its crypto: fwknop only
+    """fwknop's access.conf, every stanza that can grant naming the OPEN_PORTS it guards (a
+    closed one, or one expired now, grants nothing). It holds keys, so it is a secret. Errors
+    in the file name the file's own lines (parse_access_conf refuses a file without a stanza).
+    Stanzas expired by now get a warning each: they match no packet, the others work."""
+    from knockgate.compat.fwknop.access import (  # its crypto: fwknop only
+        expiry_warnings,
+        parse_access_conf,
+    )
 
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
@@ -116,13 +122,14 @@ def read_access_conf(path: str, where: Where) -> FwknopAccess:
     except OSError as exc:
         raise where.error("access", f"cannot read {path}: {exc.strerror}",
                           "point access at fwknop's access.conf") from exc
+    now = time.time()
     for stanza in access.stanzas:
-        if not stanza.open_ports:
+        if not stanza.open_ports and stanza.closed_by is None and not stanza.expired(now):
             raise ConfigError(
                 "knockgate needs OPEN_PORTS in every stanza: it guards exactly those ports "
                 "(fwknopd relies on your own default-drop firewall instead)", path=path,
                 line=stanza.line, hint="add e.g. 'OPEN_PORTS tcp/22' to this stanza")
-    return access
+    return replace(access, warnings=access.warnings + expiry_warnings(access, now))
 
 
 def check_state_dir(directory: str, where: Where) -> None:

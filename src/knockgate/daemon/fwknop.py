@@ -58,6 +58,8 @@ class FwknopService(ReplayGuardedService[FwknopMatch]):
 
 def _grant(match: FwknopMatch) -> SpaGrant:
     stanza, request = match.stanza, match.request
+    if stanza.closed_by is not None:
+        raise InvalidMessage(f"the stanza is closed: {stanza.closed_by}")
     name = f"fwknop stanza {match.stanza_number} (user {request.username})"
     if request.msg_type is MsgType.COMMAND:
         return SpaGrant(name, match.allow_ip, match.allow_ip, (), match.open_for, None,

@@ -11,9 +11,15 @@ MAX_FW_TIMEOUT (default 300), ENCRYPTION_MODE (CBC only), REQUIRE_SOURCE_ADDRESS
 REQUIRE_SOURCE, REQUIRE_USERNAME, ENABLE_CMD_EXEC (default N), CMD_EXEC_USER, CMD_EXEC_GROUP,
 ACCESS_EXPIRE (MM/DD/YYYY, taken as 00:00 UTC; fwknopd uses local time), ACCESS_EXPIRE_EPOCH.
 
-Known fwknopd keys knockgate does not implement (GPG_*, CMD_CYCLE_*, CMD_SUDO_EXEC_USER/GROUP,
-FORCE_NAT, FORCE_SNAT, FORCE_MASQUERADE, DISABLE_DNAT, FORWARD_ALL, %include*) are ignored with a
-warning; ``ENABLE_CMD_SUDO_EXEC Y`` is an error, since ignoring it would change who runs commands.
+Known fwknopd keys knockgate does not implement fall in two groups. Those that change what a
+stanza grants (CMD_CYCLE_* run a command instead of opening the firewall; FORCE_NAT, FORCE_SNAT and,
+when set to anything but N, FORCE_MASQUERADE, DISABLE_DNAT, FORWARD_ALL forward to another host)
+close their stanza: it stays in the list, so its OPEN_PORTS stay guarded and stanza numbers match
+fwknopd's, but a packet it accepts is refused instead of falling through to a later stanza or
+opening the local OPEN_PORTS (``FwknopStanza.closed_by``; the error names the line). Those that
+change nothing a verified packet earns (GPG_*: GPG packets never verify here; CMD_SUDO_EXEC_USER /
+GROUP without ENABLE_CMD_SUDO_EXEC; %include*) are ignored with a warning.
+``ENABLE_CMD_SUDO_EXEC Y`` is an error, since ignoring it would change who runs commands.
 Anything else is an error naming the line.
 
 knockgate-only keys. They start with ``KNOCKGATE_`` so they cannot collide with fwknop's, and
@@ -33,6 +39,7 @@ import base64
 import binascii
 import calendar
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -74,19 +81,26 @@ _IGNORED = {
          "GPG_FINGERPRINT_ID"),
         "GPG-encrypted SPA is not supported; only KEY/KEY_BASE64 (Rijndael) packets verify"),
     **dict.fromkeys(
-        ("CMD_CYCLE_OPEN", "CMD_CYCLE_CLOSE", "CMD_CYCLE_TIMER"),
-        "command cycles are not supported; knockgate opens the requested ports in nftables"),
-    **dict.fromkeys(
         ("CMD_SUDO_EXEC_USER", "CMD_SUDO_EXEC_GROUP"),
         "sudo execution is not supported (use CMD_EXEC_USER)"),
-    **dict.fromkeys(
-        ("FORCE_NAT", "FORCE_SNAT", "FORCE_MASQUERADE", "DISABLE_DNAT", "FORWARD_ALL"),
-        "NAT/forwarding is not supported; NAT requests are refused"),
     **dict.fromkeys(
         ("%include", "%include_folder", "%include_keys"),
         "included files are not read; paste their stanzas or keys into this file"),
 }
-_KNOWN = _SUPPORTED | frozenset(_IGNORED)
+# What fwknopd does instead of opening the local OPEN_PORTS; knockgate closes such a stanza.
+_CLOSING = {
+    **dict.fromkeys(
+        ("CMD_CYCLE_OPEN", "CMD_CYCLE_CLOSE", "CMD_CYCLE_TIMER"),
+        "fwknopd runs the CMD_CYCLE_OPEN command instead of opening a port, and knockgate "
+        "does not run command cycles"),
+    **dict.fromkeys(
+        ("FORCE_NAT", "FORCE_SNAT", "FORCE_MASQUERADE", "DISABLE_DNAT", "FORWARD_ALL"),
+        "fwknopd forwards this stanza's packets to another host (NAT), and knockgate does "
+        "not forward"),
+}
+# Y/N switches among them: N asks nothing, so it leaves the stanza open.
+_CLOSING_SWITCHES = frozenset({"FORCE_MASQUERADE", "DISABLE_DNAT", "FORWARD_ALL"})
+_KNOWN = _SUPPORTED | frozenset(_IGNORED) | frozenset(_CLOSING)
 _NAME = re.compile(r"[A-Za-z0-9_%]+")
 _BOOLS = {"y": True, "yes": True, "n": False, "no": False}
 _PROTOS = ("tcp", "udp", "icmp")
@@ -95,12 +109,15 @@ _KEY_GEN_HINT = "generate keys with `fwknop --key-gen` and use the same ones on 
 
 @dataclass(frozen=True, slots=True)
 class ConfigWarning:
+    """A note on one line; ``level`` "error" marks a stanza knockgate closed (the file loads)."""
+
     path: str
     line: int
     message: str
+    level: str = "warning"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: warning: {self.message}"
+        return f"{self.path}:{self.line}: {self.level}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +142,8 @@ class FwknopStanza:
     expires_at: int | None = None
     allow_no_hmac: bool = False
     cmd_shell: bool = False
+    # Why every packet this stanza accepts is refused (a setting knockgate does not implement).
+    closed_by: str | None = None
     lines: tuple[tuple[str, int], ...] = field(default=(), repr=False)
 
     def matches_source(self, address: IPv4Address) -> bool:
@@ -135,6 +154,9 @@ class FwknopStanza:
             return True
         # A stanza restricted to destinations cannot match when the caller does not know it.
         return address is not None and any(address in net for net in self.destinations)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now > self.expires_at
 
     def line_of(self, name: str) -> int:
         return dict(self.lines).get(name, self.line)
@@ -246,16 +268,37 @@ def parse_access_conf(text: str, path: str = FWKNOP_ACCESS_PATH) -> FwknopAccess
     if not parser.drafts:
         raise ConfigError("no SOURCE stanza", path=path, line=None,
                           hint="start each stanza with e.g. 'SOURCE ANY'")
-    stanzas = tuple(_Stanza(parser, draft).build() for draft in parser.drafts)
+    stanzas = tuple(_Stanza(parser, draft, number).build()
+                    for number, draft in enumerate(parser.drafts, start=1))
     return FwknopAccess(path, stanzas, tuple(parser.warnings))
+
+
+def expiry_warnings(access: FwknopAccess, now: float) -> tuple[ConfigWarning, ...]:
+    """One warning per stanza already expired at ``now``: it matches no packet (fwknopd skips
+    it too), while every other stanza keeps working."""
+    return tuple(
+        ConfigWarning(access.path, stanza.line_of(_expiry_key(stanza)),
+                      f"stanza {number} (SOURCE line {stanza.line}) expired at "
+                      f"{_utc(stanza.expires_at or 0)}: it matches no packet")
+        for number, stanza in enumerate(access.stanzas, start=1) if stanza.expired(now))
+
+
+def _expiry_key(stanza: FwknopStanza) -> str:
+    return "ACCESS_EXPIRE" if "ACCESS_EXPIRE" in dict(stanza.lines) else "ACCESS_EXPIRE_EPOCH"
+
+
+def _utc(epoch: int) -> str:
+    year, month, day, hour, minute = time.gmtime(epoch)[:5]
+    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d} UTC"
 
 
 class _Stanza:
     """Turns one draft into a FwknopStanza, naming the offending line on every error."""
 
-    def __init__(self, parser: _Parser, draft: _Draft) -> None:
+    def __init__(self, parser: _Parser, draft: _Draft, number: int) -> None:
         self.parser = parser
         self.draft = draft
+        self.number = number
 
     def get(self, name: str) -> tuple[str, int] | None:
         return self.draft.values.get(name)
@@ -288,6 +331,7 @@ class _Stanza:
             expires_at=self._expires_at(),
             allow_no_hmac=allow_no_hmac,
             cmd_shell=self._cmd_shell(enable_cmd_exec),
+            closed_by=self._closed_by(),
             lines=tuple((name, line) for name, (_, line) in self.draft.values.items()),
         )
 
@@ -367,6 +411,22 @@ class _Stanza:
         if entry is not None and self._bool("ENABLE_CMD_SUDO_EXEC", default=False):
             raise self.error("ENABLE_CMD_SUDO_EXEC is not supported", entry[1],
                              "use CMD_EXEC_USER / CMD_EXEC_GROUP to run commands unprivileged")
+
+    def _closed_by(self) -> str | None:
+        """Why the stanza must refuse what it accepts, reported once as an error line."""
+        asked = [(name, line) for name, (value, line) in self.draft.values.items()
+                 if name in _CLOSING
+                 and not (name in _CLOSING_SWITCHES and _BOOLS.get(value.lower()) is False)]
+        if not asked:
+            return None
+        name, line = asked[0]
+        reason = f"{name} (line {line}): {_CLOSING[name]}"
+        self.parser.warnings.append(ConfigWarning(
+            self.parser.path, line,
+            f"stanza {self.number} (SOURCE line {self.draft.line}) is closed: {reason}; every "
+            "packet it accepts is refused, the other stanzas work (remove the line to open "
+            "its OPEN_PORTS locally instead)", level="error"))
+        return reason
 
     # addresses and ports --------------------------------------------------
 
@@ -492,7 +552,9 @@ def select_stanza(stanzas: Iterable[FwknopStanza], payload: bytes, source: objec
     keys do not verify the packet, or the verified request breaks its rules
     (REQUIRE_SOURCE_ADDRESS with 0.0.0.0, REQUIRE_USERNAME, commands without ENABLE_CMD_EXEC,
     RESTRICT_PORTS / OPEN_PORTS). NAT requests (types 2, 4, 5, 6) are never accepted: knockgate
-    does no forwarding. The first stanza left wins; if none, InvalidMessage.
+    does no forwarding. The first stanza left wins, a closed one (``closed_by``) too: fwknopd
+    would have served the packet there, so the caller refuses it rather than let a later stanza
+    grant something else. If none is left, InvalidMessage.
     Replay checking (``request.replay_digest``) stays with the caller.
     """
     src = _ipv4(source)
@@ -520,7 +582,7 @@ def _try_stanza(stanza: FwknopStanza, number: int, payload: bytes, source: IPv4A
                 destination: IPv4Address | None, now: float, max_age: float) -> FwknopMatch:
     if not stanza.matches_source(source) or not stanza.matches_destination(destination):
         raise InvalidMessage("address does not match")
-    if stanza.expires_at is not None and now > stanza.expires_at:
+    if stanza.expired(now):
         raise InvalidMessage("stanza expired")
     request = decode(payload, key=stanza.key, hmac_key=stanza.hmac_key,
                      hmac_type=stanza.hmac_type, now=now, max_age=max_age,
