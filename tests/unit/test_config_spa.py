@@ -144,3 +144,16 @@ def test_fwknop_and_spa_may_share_a_port(tmp_path):
                           'open=["tcp:22"]\n')
     assert config.fwknop is not None and config.spa is not None
     assert config.fwknop.port == config.spa.port == 62201
+
+
+def test_check_shows_a_closed_fwknop_stanza_as_opening_nothing(tmp_path):
+    access = tmp_path / "access.conf"
+    access.write_text(f"SOURCE ANY\nKEY_BASE64 {b64(ALICE)}\nOPEN_PORTS tcp/22\n"
+                      "KNOCKGATE_ALLOW_NO_HMAC Y\nFORCE_NAT 192.0.2.9 22\n\n"
+                      f"SOURCE ANY\nKEY_BASE64 {b64(ALICE)}\nOPEN_PORTS tcp/443\n"
+                      "KNOCKGATE_ALLOW_NO_HMAC Y\n")
+    access.chmod(0o600)
+    lines = describe(parse_config(f'[fwknop]\naccess = "{access}"\n'))
+    closed = [line for line in lines if line.startswith("  stanza 1 ")]
+    assert closed and "closed, opens nothing: FORCE_NAT" in closed[0], lines
+    assert any(line.startswith("  stanza 2 ") and "may open tcp:443" in line for line in lines)

@@ -53,6 +53,10 @@ def describe(config: Config, host_bytes: int | None = None) -> list[str]:
         lines.append(f"fwknop SPA on udp:{fw.port} from {fw.access.path}, packets valid for "
                      f"{fw.max_age:g}s")
         for number, stanza in enumerate(fw.access.stanzas, start=1):
+            if stanza.closed_by is not None:
+                lines.append(f"  stanza {number} (line {stanza.line}): closed, opens nothing: "
+                             f"{stanza.closed_by}")
+                continue
             ports = ", ".join(f"{proto}:{port}" for proto, port in stanza.open_ports or ())
             hmac = stanza.hmac_type if stanza.hmac_key else "NONE"
             lines.append(f"  stanza {number} (line {stanza.line}): SOURCE "

@@ -290,8 +290,8 @@ def log_setup(config: Config, verb: str) -> None:
         log.info("%s fwknop SPA on udp:%d with %d stanza(s) from %s", verb,
                  config.fwknop.port, len(config.fwknop.access.stanzas),
                  config.fwknop.access.path)
-    for warning in config.warnings:
-        log.warning("%s", warning)
+    for warning in config.warnings:  # a closed fwknop stanza's line says "error:"
+        log.log(logging.ERROR if ": error: " in warning else logging.WARNING, "%s", warning)
 
 
 def log_state(setup: Setup) -> None:
