@@ -72,7 +72,7 @@ def test_full_stanza():
         "REQUIRE_USERNAME alice\n"
         "ENABLE_CMD_EXEC y\n"
         "CMD_EXEC_USER nobody\n"
-        "CMD_EXEC_GROUP nogroup\n"
+        "CMD_EXEC_GROUP daemon\n"
         "ENCRYPTION_MODE cbc\n"
         "ACCESS_EXPIRE_EPOCH 1900000000\n"
         "KNOCKGATE_CMD_SHELL Y\n"
@@ -90,7 +90,8 @@ def test_full_stanza():
     assert (stanza.fw_access_timeout, stanza.max_fw_timeout) == (60, 600)
     assert stanza.require_source_address and stanza.enable_cmd_exec and stanza.cmd_shell
     assert (stanza.require_username, stanza.cmd_exec_user, stanza.cmd_exec_group) == (
-        "alice", "nobody", "nogroup")
+        "alice", "nobody", "daemon")
+    assert (stanza.run_as_user, stanza.run_as_group) == ("nobody", "daemon")
     assert stanza.expires_at == 1_900_000_000
     assert stanza.line_of("OPEN_PORTS") == 9
     assert stanza.line_of("SOURCE") == 4
@@ -456,3 +457,111 @@ def test_loading_still_needs_open_ports_in_a_stanza_expiring_later(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write_config(tmp_path, f"SOURCE ANY\n{KEYS}ACCESS_EXPIRE 12/31/2099\n"))
     assert "OPEN_PORTS" in str(info.value) and info.value.line == 1
+
+
+# --- CMD_EXEC_USER / CMD_EXEC_GROUP: fwknopd's lookup rules ----------------------------------
+
+
+def run_as(extra: str, **lookups) -> tuple[str | None, str | None]:
+    (stanza,) = parse_access_conf(f"SOURCE ANY\n{KEYS}ENABLE_CMD_EXEC Y\n{extra}",
+                                  "/etc/fwknop/access.conf", **lookups).stanzas
+    return stanza.run_as_user, stanza.run_as_group
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("", (None, None)),
+    ("CMD_EXEC_USER nobody\n", ("nobody", "nogroup")),  # the user's own group
+    ("CMD_EXEC_USER daemon\n", ("daemon", "daemon")),
+    ("CMD_EXEC_USER daemon\nCMD_EXEC_GROUP nobody\n", ("daemon", "nogroup")),  # a user name
+    ("CMD_EXEC_USER nobody\nCMD_EXEC_GROUP root\n", ("nobody", "nogroup")),  # gid 0: own group
+    ("CMD_EXEC_USER root\n", (None, None)),
+])
+def test_command_identity_on_this_debian_system(extra, expected):
+    assert run_as(extra) == expected
+
+
+@pytest.mark.parametrize("extra", ["CMD_EXEC_GROUP nobody\n",
+                                   "CMD_EXEC_USER root\nCMD_EXEC_GROUP daemon\n"])
+def test_a_group_without_an_unprivileged_user_runs_as_root_with_a_warning(extra):
+    access = parse_access_conf(f"SOURCE ANY\n{KEYS}{extra}")
+    assert (access.stanzas[0].run_as_user, access.stanzas[0].run_as_group) == (None, None)
+    (warning,) = access.warnings
+    assert "CMD_EXEC_GROUP has no effect" in warning.message
+    assert warning.line == 4 + extra.count("\n") - 1
+
+
+@pytest.mark.parametrize(("extra", "line", "name"), [
+    ("CMD_EXEC_USER no-such-user-kg\n", 5, "CMD_EXEC_USER 'no-such-user-kg' is not a user"),
+    ("CMD_EXEC_USER nobody\nCMD_EXEC_GROUP nogroup\n", 6,  # a group, not a user
+     "CMD_EXEC_GROUP 'nogroup' is not a user (fwknopd reads it as a user name"),
+    ("CMD_EXEC_GROUP no-such-user-kg\n", 5, "CMD_EXEC_GROUP 'no-such-user-kg'"),  # checked anyway
+    ("CMD_EXEC_USER ROOT\n", 5, "CMD_EXEC_USER 'ROOT' is not a user"),  # names are exact
+    ("CMD_EXEC_USER " + "x" * 300 + "\n", 5, "CMD_EXEC_USER 'xxxx"),
+])
+def test_unknown_accounts_are_refused_at_load(extra, line, name):
+    with pytest.raises(ConfigError) as caught:
+        run_as(extra)
+    assert (caught.value.path, caught.value.line) == ("/etc/fwknop/access.conf", line)
+    assert name in str(caught.value) and "x" * 41 not in str(caught.value)
+    assert "e.g." in str(caught.value)
+
+
+def fake_user(name: str) -> tuple[int, int] | None:
+    return {"rootless": (1500, 1500), "toor": (0, 0), "orphan": (1600, 4242)}.get(name)
+
+
+def fake_group(gid: int) -> str | None:
+    return {1500: "rootless"}.get(gid)
+
+
+def test_a_user_named_like_root_is_refused_not_run_as_root():
+    with pytest.raises(ConfigError, match="starts with 'root'") as caught:
+        run_as("CMD_EXEC_USER rootless\n", find_user=fake_user, find_group_name=fake_group)
+    assert caught.value.line == 5
+
+
+def test_uid_0_keeps_root_and_a_group_without_a_name_is_refused():
+    assert run_as("CMD_EXEC_USER toor\n", find_user=fake_user,
+                  find_group_name=fake_group) == (None, None)
+    with pytest.raises(ConfigError, match="group id 4242") as caught:
+        run_as("CMD_EXEC_USER orphan\n", find_user=fake_user, find_group_name=fake_group)
+    assert caught.value.line == 5
+
+
+def test_the_accounts_are_looked_up_even_without_enable_cmd_exec():
+    with pytest.raises(ConfigError, match="not a user"):
+        parse_access_conf(f"SOURCE ANY\n{KEYS}CMD_EXEC_USER no-such-user-kg\n")
+
+
+# --- a command's words: fwknopd runs at most 28 ---------------------------------------------
+
+
+def command_grant(command: str, extra: str = ""):
+    """What the daemon's fwknop service grants for a command packet (None: nothing)."""
+    key, hmac_key = base64.b64decode(KEY_B64), base64.b64decode(HMAC_B64)
+    now = 1_800_000_000
+    wire = encode(now, "1234567890123456", b"saltsalt", "alice", "10.201.0.2", command, key,
+                  hmac_key, msg_type=MsgType.COMMAND)
+    text = f"SOURCE ANY\n{KEYS}ENABLE_CMD_EXEC Y\nCMD_EXEC_USER nobody\n{extra}"
+    service = FwknopService(FwknopConfig(parse(text)), DictStore(), now)
+    return service.handle(Packet(IPv4Address("10.201.0.2"), IPv4Address("10.201.0.1"), "udp",
+                                 40000, 62201, 0, wire), now)
+
+
+@pytest.mark.parametrize("shell", ["", "KNOCKGATE_CMD_SHELL Y\n"])
+def test_a_command_of_28_words_runs_and_29_are_refused(shell, caplog):
+    grant = command_grant("/bin/echo" + " w" * 27, shell)
+    assert grant is not None and (grant.user, grant.group) == ("nobody", "nogroup")
+    assert command_grant("/bin/echo" + " w" * 28, shell) is None
+    assert "command has 29 words; fwknopd runs at most 28" in caplog.text
+
+
+def test_leading_trailing_and_repeated_spaces_are_not_words():
+    grant = command_grant("   /bin/echo" + "   w" * 27 + "    ")
+    assert grant is not None and len(grant.command) == 28
+
+
+def test_quotes_do_not_join_words_when_counting(caplog):
+    # fwknopd does not read quotes: "'w w'" is two of its words, so 29 here.
+    assert command_grant("/bin/echo 'w" + " w" * 27 + "'") is None
+    assert "command has 29 words" in caplog.text

@@ -19,6 +19,8 @@ from knockgate.errors import InvalidMessage
 from knockgate.model import Packet, PortSpec
 
 _REPLAY_ID = b"fwknop"
+# fwknopd's strtoargv() gives up at its 29th word (MAX_CMDLINE_ARGS 30 less the NULL and one).
+MAX_COMMAND_WORDS = 28
 
 
 class FwknopSpa:
@@ -64,8 +66,8 @@ def _grant(match: FwknopMatch) -> SpaGrant:
     if request.msg_type is MsgType.COMMAND:
         return SpaGrant(name, match.allow_ip, match.allow_ip, (), match.open_for, None,
                         _command_argv(str(request.access), stanza.cmd_shell),
-                        literal_command=True, user=stanza.cmd_exec_user,
-                        group=stanza.cmd_exec_group)
+                        literal_command=True, user=stanza.run_as_user,
+                        group=stanza.run_as_group)
     if isinstance(request.access, str):
         raise InvalidMessage("an access request without ports")
     ports = tuple(PortSpec(proto, port) for proto, port in request.access
@@ -76,6 +78,13 @@ def _grant(match: FwknopMatch) -> SpaGrant:
 
 
 def _command_argv(command: str, shell: bool) -> tuple[str, ...]:
+    # fwknopd splits a command at whitespace, without quoting, and refuses it when that gives
+    # more than MAX_COMMAND_WORDS words; knockgate refuses the same commands, whatever the
+    # split it then uses. (The wire format admits printable ASCII only: spaces separate.)
+    words = len(command.split())
+    if words > MAX_COMMAND_WORDS:
+        raise InvalidMessage(f"command has {words} words; fwknopd runs at most "
+                             f"{MAX_COMMAND_WORDS}")
     if shell:  # the stanza opted in with KNOCKGATE_CMD_SHELL Y
         return ("/bin/sh", "-c", command)
     try:

@@ -1,4 +1,7 @@
-"""fwknop's ``access.conf`` → frozen stanzas, and fwknopd's rule for picking one. No I/O.
+"""fwknop's ``access.conf`` → frozen stanzas, and fwknopd's rule for picking one.
+
+No I/O but one lookup: CMD_EXEC_USER / CMD_EXEC_GROUP are resolved in the account database
+when the file is parsed, as fwknopd resolves them when it starts (callers may pass their own).
 
 Syntax, as fwknopd 2.6 reads it: one ``NAME value`` per line (a ``:`` after NAME is allowed);
 the value ends at the first ``;``; blank lines and lines starting with ``#`` or ``;`` are
@@ -8,7 +11,8 @@ case-sensitively and silently ignores ``key``, so we refuse it instead.
 Supported: SOURCE, DESTINATION, OPEN_PORTS, RESTRICT_PORTS, KEY, KEY_BASE64, HMAC_KEY,
 HMAC_KEY_BASE64, HMAC_DIGEST_TYPE (default sha256), FW_ACCESS_TIMEOUT (default 30),
 MAX_FW_TIMEOUT (default 300), ENCRYPTION_MODE (CBC only), REQUIRE_SOURCE_ADDRESS /
-REQUIRE_SOURCE, REQUIRE_USERNAME, ENABLE_CMD_EXEC (default N), CMD_EXEC_USER, CMD_EXEC_GROUP,
+REQUIRE_SOURCE, REQUIRE_USERNAME, ENABLE_CMD_EXEC (default N), CMD_EXEC_USER, CMD_EXEC_GROUP
+(both user names, as fwknopd reads them; see ``_Stanza._command_identity``),
 ACCESS_EXPIRE (MM/DD/YYYY, taken as 00:00 UTC; fwknopd uses local time), ACCESS_EXPIRE_EPOCH.
 
 Known fwknopd keys knockgate does not implement fall in two groups. Those that change what a
@@ -38,9 +42,11 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import grp
+import pwd
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import (
     AddressValueError,
@@ -66,6 +72,9 @@ DEFAULT_MAX_FW_TIMEOUT = 300
 MAX_TIMEOUT = 2 << 22  # fwknopd's RCHK_MAX_FW_TIMEOUT
 ANY = IPv4Network("0.0.0.0/0")
 PortList = tuple[tuple[str, int], ...]
+# A user name -> (uid, primary gid), None when no such user; and a gid -> its group name.
+FindUser = Callable[[str], "tuple[int, int] | None"]
+FindGroupName = Callable[[int], "str | None"]
 
 _SUPPORTED = frozenset({
     "SOURCE", "DESTINATION", "OPEN_PORTS", "RESTRICT_PORTS", "KEY", "KEY_BASE64", "HMAC_KEY",
@@ -139,6 +148,10 @@ class FwknopStanza:
     enable_cmd_exec: bool = False
     cmd_exec_user: str | None = None
     cmd_exec_group: str | None = None
+    # Who commands run as, resolved at load as fwknopd does (``command_identity``): user and
+    # group names for the process, None for "stay as the daemon" (root).
+    run_as_user: str | None = None
+    run_as_group: str | None = None
     expires_at: int | None = None
     allow_no_hmac: bool = False
     cmd_shell: bool = False
@@ -197,8 +210,10 @@ class _Draft:
 
 
 class _Parser:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, find_user: FindUser, find_group_name: FindGroupName) -> None:
         self.path = path
+        self.find_user = find_user
+        self.find_group_name = find_group_name
         self.drafts: list[_Draft] = []
         self.warnings: list[ConfigWarning] = []
 
@@ -260,9 +275,15 @@ class _Parser:
                          "see `man fwknopd` for the keys; knockgate's own are KNOCKGATE_*")
 
 
-def parse_access_conf(text: str, path: str = FWKNOP_ACCESS_PATH) -> FwknopAccess:
-    """Parse access.conf text. Raises ConfigError (path, line, hint) on anything wrong."""
-    parser = _Parser(path)
+def parse_access_conf(text: str, path: str = FWKNOP_ACCESS_PATH, *,
+                      find_user: FindUser | None = None,
+                      find_group_name: FindGroupName | None = None) -> FwknopAccess:
+    """Parse access.conf text. Raises ConfigError (path, line, hint) on anything wrong.
+
+    ``find_user`` / ``find_group_name`` resolve CMD_EXEC_USER / CMD_EXEC_GROUP; by default
+    the system's account database (passwd, group), as fwknopd reads it when it starts.
+    """
+    parser = _Parser(path, find_user or _system_user, find_group_name or _system_group_name)
     for number, raw in enumerate(text.split("\n"), start=1):
         parser.feed(number, raw)
     if not parser.drafts:
@@ -312,6 +333,7 @@ class _Stanza:
         hmac_key = self._hmac_key(key, allow_no_hmac)
         enable_cmd_exec = self._bool("ENABLE_CMD_EXEC", default=False)
         self._refuse_sudo()
+        run_as_user, run_as_group = self._command_identity()
         return FwknopStanza(
             line=self.draft.line,
             sources=self._networks("SOURCE"),
@@ -328,6 +350,8 @@ class _Stanza:
             enable_cmd_exec=enable_cmd_exec,
             cmd_exec_user=self._text("CMD_EXEC_USER"),
             cmd_exec_group=self._text("CMD_EXEC_GROUP"),
+            run_as_user=run_as_user,
+            run_as_group=run_as_group,
             expires_at=self._expires_at(),
             allow_no_hmac=allow_no_hmac,
             cmd_shell=self._cmd_shell(enable_cmd_exec),
@@ -427,6 +451,55 @@ class _Stanza:
             "packet it accepts is refused, the other stanzas work (remove the line to open "
             "its OPEN_PORTS locally instead)", level="error"))
         return reason
+
+    def _command_identity(self) -> tuple[str | None, str | None]:
+        """fwknopd's rules for who runs a command, checked at load as fwknopd checks them.
+
+        Both CMD_EXEC_USER and CMD_EXEC_GROUP name *users* (getpwnam): the group is that
+        user's primary group, so ``CMD_EXEC_GROUP nobody`` means nobody's group (nogroup on
+        Debian) and a name only /etc/group knows stops fwknopd from starting. Without a
+        group, or when the group resolves to gid 0, a non-root user runs in its own primary
+        group. Without a user, or with root, fwknopd runs the command as itself and ignores
+        the group. It tests "root" on the first four letters only, so it would run a user
+        such as ``rootless`` as root: that is refused here rather than copied.
+        """
+        user, group = self.get("CMD_EXEC_USER"), self.get("CMD_EXEC_GROUP")
+        found_user = self._account("CMD_EXEC_USER", user) if user else None
+        found_group = self._account("CMD_EXEC_GROUP", group) if group else None
+        if user is None or user[0] == "root":
+            if group is not None:
+                self.parser.warn("CMD_EXEC_GROUP has no effect without a CMD_EXEC_USER other "
+                                 "than root: commands run as root, as fwknopd runs them",
+                                 group[1])
+            return None, None
+        assert found_user is not None
+        uid, primary_gid = found_user
+        if user[0][:4].lower() == "root":
+            raise self.error(f"CMD_EXEC_USER {user[0]!r} starts with 'root': fwknopd would run "
+                             "its commands as root", user[1],
+                             "use an account whose name does not start with 'root', or write "
+                             "CMD_EXEC_USER root if root is meant")
+        gid = found_group[1] if found_group else 0
+        if uid != 0 and gid == 0:
+            gid = primary_gid
+        return (user[0] if uid else None), (self._group_name(gid, group or user) if gid else None)
+
+    def _account(self, name: str, entry: tuple[str, int]) -> tuple[int, int]:
+        found = self.parser.find_user(entry[0])
+        if found is None:
+            what = "user" if name == "CMD_EXEC_USER" else "user (fwknopd reads it as a user name " \
+                "and takes that user's group)"
+            raise self.error(f"{name} {entry[0][:40]!r} is not a {what} on this system",
+                             entry[1], f"create the account or name an existing user, e.g. "
+                             f"'{name} nobody' (fwknopd refuses to start here too)")
+        return found
+
+    def _group_name(self, gid: int, entry: tuple[str, int]) -> str:
+        name = self.parser.find_group_name(gid)
+        if name is None:
+            raise self.error(f"group id {gid} (of {entry[0][:40]!r}) has no entry in the group "
+                             "database", entry[1], f"add group {gid} to /etc/group")
+        return name
 
     # addresses and ports --------------------------------------------------
 
@@ -538,6 +611,21 @@ class _Stanza:
             self.parser.warn("KNOCKGATE_CMD_SHELL has no effect without ENABLE_CMD_EXEC Y",
                              self.draft.values["KNOCKGATE_CMD_SHELL"][1])
         return shell
+
+
+def _system_user(name: str) -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _system_group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
 
 
 # --------------------------------------------------------------------------- selection
