@@ -19,7 +19,7 @@ from knockgate.errors import InvalidMessage
 from knockgate.model import Packet, PortSpec
 
 _REPLAY_ID = b"fwknop"
-# fwknopd's strtoargv() gives up at its 29th word (MAX_CMDLINE_ARGS 30 less the NULL and one).
+# fwknopd's strtoargv() fails once it has added a 29th word (its limit MAX_CMDLINE_ARGS is 30).
 MAX_COMMAND_WORDS = 28
 
 

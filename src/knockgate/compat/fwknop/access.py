@@ -148,8 +148,8 @@ class FwknopStanza:
     enable_cmd_exec: bool = False
     cmd_exec_user: str | None = None
     cmd_exec_group: str | None = None
-    # Who commands run as, resolved at load as fwknopd does (``command_identity``): user and
-    # group names for the process, None for "stay as the daemon" (root).
+    # Who commands run as, resolved at load as fwknopd does (``_Stanza._command_identity``):
+    # user and group names for the process, None for "stay as the daemon" (root).
     run_as_user: str | None = None
     run_as_group: str | None = None
     expires_at: int | None = None
