@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import contextlib
 import grp
 import pwd
 import re
@@ -614,11 +615,10 @@ class _Stanza:
 
 
 def _system_user(name: str) -> tuple[int, int] | None:
-    try:
+    with contextlib.suppress(KeyError):  # no such user
         entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
+        return entry.pw_uid, entry.pw_gid
+    return None
 
 
 def _system_group_name(gid: int) -> str | None:
