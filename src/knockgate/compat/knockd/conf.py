@@ -316,7 +316,7 @@ class _Parser:
         if canonical in section.values:
             first = section.values[canonical][1]
             if section is self.options and first < self.options_reopened:
-                self.warn(number, f"{key_text_of(key)} given again (first at line {first}); "
+                self.warn(number, f"{_knockd_spelling(key)} given again (first at line {first}); "
                           "this later value replaces it, as in knockd")
                 section.values[canonical] = (value, number)
                 return
@@ -342,7 +342,7 @@ class _Parser:
                              line=self.options.line, lines=lines + syslog_lines)
 
 
-def key_text_of(key: str) -> str:
+def _knockd_spelling(key: str) -> str:
     """knockd's spelling of an [options] key, for messages."""
     return {"LOGFILE": "LogFile", "PIDFILE": "PidFile", "INTERFACE": "Interface"}[key]
 
