@@ -192,15 +192,19 @@ def _setup_logging(use_syslog: bool, verbose: bool, log_file: str | None = None)
     else:
         handlers.append(logging.StreamHandler(sys.stderr))
         handlers[-1].setFormatter(plain)
+    unopenable = None
     if log_file:
         try:
             handlers.append(logging.FileHandler(log_file))
-        except OSError as exc:
-            raise ConfigError(f"cannot open log_file {log_file}: {exc.strerror}") from exc
-        handlers[-1].setFormatter(plain)
+            handlers[-1].setFormatter(plain)
+        except OSError as exc:  # knockd warns and runs on; so does the daemon
+            unopenable = exc.strerror
     root = logging.getLogger("knockgate")
     root.handlers[:] = handlers
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if unopenable is not None:
+        root.warning("cannot open log file %s: %s; logging to %s only", log_file, unopenable,
+                     "syslog" if use_syslog else "stderr")
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -162,7 +162,7 @@ def test_thirty_two_ports_allowed():
     ("[d]\nsequence = 1\nsequence = 2\n", 3, "twice"),
     ("[d]\nsequence = 1\ncommand = a\nstart_command = b\n", 4, "twice"),
     ("[d]\nsequence = 1\n[d]\nsequence = 2\n", 3, "defined twice"),
-    ("[options]\n[options]\n", 2, "second [options]"),
+    ("[options]\nLogFile = /a\n[options]\nPidFile = /p\nPidFile = /q\n", 5, "twice"),
     ("[d]\nsequence = 1\none_time_sequences = /x\n", 3, "both"),
     ("[d]\none_time_sequences =\n", 2, "file path"),
     ("[d]\nsequence = 1\x00\n", 2, "control character"),
@@ -173,6 +173,29 @@ def test_errors_name_file_line_and_hint(text, line, words):
     assert words in str(error)
     assert error.hint
     assert str(error).startswith(f"{PATH}:{line}: ")
+
+
+def test_second_options_section_continues_the_first_last_value_wins():
+    # knockd has one set of options: a later [options] adds to it and a key set again
+    # replaces the earlier value (checked against the real knockd in test_knockd_tolerance).
+    config = parse_knockd_conf("[options]\nLogFile = /first\nInterface = eth1\n"
+                               "[d]\nsequence = 1\n"
+                               "[options]\nLogFile = /second\nPidFile = /pid\n", PATH)
+    assert (config.options.log_file, config.options.interface, config.options.pid_file) == (
+        "/second", "eth1", "/pid")
+    assert dict(config.options.lines)["LOGFILE"] == 7
+    assert config.options.line == 1
+    assert [door.name for door in config.doors] == ["d"]
+    assert config.warnings == (
+        f"{PATH}:6: warning: a second [options] section (first at line 1) continues the "
+        "first, as in knockd",
+        f"{PATH}:7: warning: LogFile given again (first at line 2); this later value "
+        "replaces it, as in knockd",
+    )
+
+
+def test_one_options_section_has_no_warning():
+    assert parse_knockd_conf(DEBIAN_DEFAULT, PATH).warnings == ()
 
 
 def test_tcpflags_tolerates_spaces_and_case():

@@ -604,3 +604,91 @@ def test_each_toml_key_comes_from_its_knockd_key():
     assert found == {"command": 3, "command_6": 3, "stop_command_6": 4, "command_delay": 4}
     assert converted.origin(0) is None and converted.origin(10_000) is None
     assert converted.origin(1) is None  # the importer's own header
+
+
+# --------------------------------------------------------------------------- what knockd tolerates
+
+SAME_SEQUENCE = """\
+[options]
+\tLogFile = {log}
+
+[openSSH]
+\tsequence = 7000,8000
+\tcommand = /bin/true
+
+[openWeb]
+\tsequence = 7000,8000
+\tcommand = /bin/false
+"""
+
+
+def test_doors_with_one_sequence_both_served_with_a_warning_naming_both_lines(tmp_path):
+    config = served(tmp_path, SAME_SEQUENCE.format(log=tmp_path / "k.log"))
+    assert [(door.name, door.line) for door in config.doors] == [("openSSH", 4), ("openWeb", 8)]
+    assert [w for w in config.warnings if "same sequence" in w] == [
+        f"{tmp_path}/knockd.conf:8: warning: door 'openWeb' has the same sequence as door "
+        "'openSSH' (line 4): one knock opens both, as knockd does"]
+
+
+def test_a_strict_prefix_is_still_refused_beside_doors_with_one_sequence(tmp_path):
+    text = SAME_SEQUENCE.format(log=tmp_path / "k.log") + "[longer]\nsequence = 7000,8000,9\n"
+    with pytest.raises(ConfigError, match="door 'openSSH': its sequence is a prefix of door "
+                                          "'longer''s"):
+        served(tmp_path, text)
+
+
+def test_knockgate_toml_still_refuses_doors_with_one_sequence(tmp_path):
+    toml = convert(SAME_SEQUENCE.format(log=tmp_path / "k.log"))
+    with pytest.raises(ConfigError, match="prefix of door"):
+        parse_config(toml, "k.toml")
+    # and the import says so above the second door
+    assert ("knockd opens this door and [openSSH] (line 4) on the same knock, and so does a "
+            "served knockd.conf; knockgate's own TOML refuses two doors with one sequence"
+            ) in prose(toml)
+
+
+def test_import_notes_no_shared_sequence_when_tcpflags_differ():
+    text = "[a]\nsequence = 1,2\n[b]\nsequence = 1,2\ntcpflags = syn\n"
+    assert "same knock" not in convert(text)
+    assert "same knock" in convert("[a]\nsequence = 1:udp\n[b]\nsequence = 1:udp\n"
+                                   "tcpflags = syn\n")
+
+
+def test_second_options_section_warnings_reach_check_and_the_import(tmp_path):
+    text = (f"[options]\nLogFile = {tmp_path}/first.log\n[d]\nsequence = 1\n"
+            f"[options]\nLogFile = {tmp_path}/second.log\n")
+    config = served(tmp_path, text)
+    assert config.options.log_file == f"{tmp_path}/second.log"
+    assert [w.split(": warning: ")[0] for w in config.warnings] == [
+        f"{tmp_path}/knockd.conf:5", f"{tmp_path}/knockd.conf:6"]
+    assert "# " + config.warnings[0] in prose(convert(text, f"{tmp_path}/knockd.conf"))
+
+
+@pytest.mark.parametrize("log_file", ["/nonexistent-knockgate-dir/k.log", "{tmp}",
+                                      "/etc/passwd/k.log"],
+                         ids=["missing-dir", "a-directory", "under-a-file"])
+def test_unopenable_log_file_is_a_warning_at_its_line(tmp_path, log_file):
+    log_file = log_file.format(tmp=tmp_path)
+    config = served(tmp_path, f"[options]\n\n  LogFile = {log_file}\n[d]\nsequence = 1\n")
+    assert config.warnings == (
+        f"{tmp_path}/knockd.conf:3: warning: cannot open LogFile {log_file}; knockgate runs and "
+        "logs to stderr (or syslog with UseSyslog) only, as knockd does",)
+
+
+def test_openable_log_file_gives_no_warning_and_is_not_created_by_check(tmp_path):
+    config = served(tmp_path, f"[options]\nLogFile = {tmp_path}/k.log\n[d]\nsequence = 1\n")
+    assert config.warnings == ()
+    assert not (tmp_path / "k.log").exists()
+
+
+def test_serve_logging_survives_an_unopenable_log_file(capsys):
+    import logging
+
+    from knockgate.cli import _setup_logging
+
+    _setup_logging(False, False, "/nonexistent-knockgate-dir/k.log")
+    logging.getLogger("knockgate.test").info("still logging")
+    err = capsys.readouterr().err
+    assert "WARNING cannot open log file /nonexistent-knockgate-dir/k.log: No such file or " \
+           "directory; logging to stderr only" in err
+    assert "still logging" in err

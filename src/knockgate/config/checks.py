@@ -17,29 +17,39 @@ KERNEL_MEMORY_SHARE = 8
 _MEMINFO = "/proc/meminfo"
 
 
-def check_doors_together(doors: tuple[Door, ...], path: str) -> None:
+def check_doors_together(doors: tuple[Door, ...], path: str, same_sequence_fires_both: bool = False
+                         ) -> None:
+    """``same_sequence_fires_both``: doors with equal sequences are accepted (a served
+    knockd.conf: knockd fires every such door); a strict prefix is refused either way."""
     seen: dict[str, Door] = {}
     for door in doors:
         if door.name in seen:
             raise ConfigError(f"door {door.name!r} is defined twice", path=path, line=door.line,
                               hint=f"the first is on line {seen[door.name].line}; rename one")
         seen[door.name] = door
-    _check_no_prefix(doors, path)
+    _check_no_prefix(doors, path, same_sequence_fires_both)
     _check_ports_disjoint(doors, path)
 
 
-def _check_no_prefix(doors: tuple[Door, ...], path: str) -> None:
+def _check_no_prefix(doors: tuple[Door, ...], path: str, same_sequence_fires_both: bool
+                     ) -> None:
     """The first door (in file order) whose sequence starts another door's is an error, named
-    with the first such other door. Each door's prefixes are looked up once, so the cost is
+    with the first such other door (one with the same sequence only unless
+    ``same_sequence_fires_both``). Each door's prefixes are looked up once, so the cost is
     doors x knocks, not doors squared."""
     starting: dict[tuple[Frame, ...], list[Door]] = {}
     for door in doors:
         for length in range(1, len(door.sequence) + 1):
             owners = starting.setdefault(door.sequence[:length], [])
-            if len(owners) < 2:  # the first two are enough to find one that is not the door
+            longer = length < len(door.sequence)
+            # The first two are enough to find one that is not the door; a door whose
+            # sequence is this prefix is found by the first longer one, kept apart.
+            if len(owners) < 2 or (longer and not any(len(o.sequence) > length
+                                                      for o in owners)):
                 owners.append(door)
     for door in doors:
-        other = next((o for o in starting.get(door.sequence, ()) if o is not door), None)
+        other = next((o for o in starting.get(door.sequence, ()) if o is not door and not (
+            same_sequence_fires_both and o.sequence == door.sequence)), None)
         if door.sequence and other is not None:
             raise ConfigError(
                 f"door {door.name!r}: its sequence is a prefix of door {other.name!r}'s",
@@ -47,6 +57,20 @@ def _check_no_prefix(doors: tuple[Door, ...], path: str) -> None:
                 hint=f"knocking {other.name!r} would also open {door.name!r}; "
                 "make the sequences differ",
             )
+
+
+def same_sequence_warnings(doors: tuple[Door, ...], path: str) -> tuple[str, ...]:
+    """A warning for each door whose sequence an earlier door has too, naming both lines:
+    one knock then opens both."""
+    first: dict[tuple[Frame, ...], Door] = {}
+    warnings = []
+    for door in doors:
+        earlier = first.setdefault(door.sequence, door)
+        if door.sequence and earlier is not door:
+            warnings.append(f"{path}:{door.line}: warning: door {door.name!r} has the same "
+                            f"sequence as door {earlier.name!r} (line {earlier.line}): one "
+                            "knock opens both, as knockd does")
+    return tuple(warnings)
 
 
 def _check_ports_disjoint(doors: tuple[Door, ...], path: str) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any, NamedTuple
 
-from knockgate.compat.knockd.conf import looks_like_knockd_conf, parse_knockd_conf
-from knockgate.config.checks import check_doors_together, check_spa_port
+from knockgate.compat.knockd.conf import KnockdConfig, looks_like_knockd_conf, parse_knockd_conf
+from knockgate.config.checks import check_doors_together, check_spa_port, same_sequence_warnings
 from knockgate.config.files import (
     check_state_dir,
     check_trusted,
@@ -75,7 +75,7 @@ def _parse_knockd_config(text: str, path: str) -> Config:
     knockd = parse_knockd_conf(text, path)
     converted = convert_knockd(knockd)
     try:
-        config = parse_config(converted.text, path)
+        config = parse_config(converted.text, path, same_sequence_fires_both=True)
     except ConfigError as exc:
         ours = exc.path == path  # another file's error keeps its own line
         raise ConfigError(f"{exc.reason} (in the TOML converted from this knockd.conf; run "
@@ -94,13 +94,31 @@ def _parse_knockd_config(text: str, path: str) -> Config:
 
     doors = tuple(door._replace(line=source.line)
                   for door, source in zip(config.doors, knockd.doors, strict=True))
-    return config._replace(doors=doors, warnings=tuple(map(in_knockd_lines, config.warnings)))
+    warnings = (*knockd.warnings, *map(in_knockd_lines, config.warnings),
+                *same_sequence_warnings(doors, path), *_log_file_warning(knockd, path))
+    return config._replace(doors=doors, warnings=warnings)
 
 
-def parse_config(text: str, path: str = "<config>", status: os.stat_result | None = None
-                 ) -> Config:
+def _log_file_warning(knockd: KnockdConfig, path: str) -> tuple[str, ...]:
+    """knockd warns and runs when its LogFile cannot be opened; so does `serve` (logging to
+    stderr or syslog only), and `check` says so beforehand. Probed without creating it."""
+    log_file = knockd.options.log_file
+    if log_file is None:
+        return ()
+    probe, mode = ((log_file, os.W_OK) if os.path.exists(log_file) else
+                   (os.path.dirname(os.path.abspath(log_file)), os.W_OK | os.X_OK))
+    if os.path.isdir(log_file) or not os.access(probe, mode):
+        line = dict(knockd.options.lines).get("LOGFILE")
+        return (f"{path}:{line}: warning: cannot open LogFile {log_file}; knockgate runs "
+                "and logs to stderr (or syslog with UseSyslog) only, as knockd does",)
+    return ()
+
+
+def parse_config(text: str, path: str = "<config>", status: os.stat_result | None = None,
+                 same_sequence_fires_both: bool = False) -> Config:
     """``status``: the file's, when ``text`` was read from ``path``, so that an inline secret
-    in a file others may read is refused."""
+    in a file others may read is refused. ``same_sequence_fires_both``: for a served
+    knockd.conf, doors with equal sequences are accepted (knockd opens them all)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -124,7 +142,7 @@ def parse_config(text: str, path: str = "<config>", status: os.stat_result | Non
         raise ConfigError("no door and no SPA key is configured", path=path,
                           hint="add a [[door]] table with name, sequence and open, "
                           "or an [[spa.key]], or [fwknop]")
-    check_doors_together(doors, path)
+    check_doors_together(doors, path, same_sequence_fires_both)
     if spa is not None:
         check_spa_port(spa, doors, spa_where)
     warnings = tuple(f"{path}:{door.line}: warning: door {door.name!r} runs its commands "

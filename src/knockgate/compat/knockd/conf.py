@@ -16,6 +16,9 @@ Stricter than knockd, on purpose: a port that is not a number 1-65535 (knockd's 
 ``abc`` into port 0), a key given twice in a section (knockd keeps the last one silently), and a
 door with both Sequence and One_Time_Sequences (knockd uses whichever comes last) are errors.
 
+As tolerant as knockd, with a warning: a second ``[options]`` section continues the first (knockd
+has one set of options), and a key it sets again replaces the earlier value, as in knockd.
+
 Commands are kept as the raw shell strings knockd would hand to ``/bin/sh`` with ``%IP%`` still
 in them; how to run them is the integrator's decision.
 
@@ -107,9 +110,12 @@ class KnockdOptions(NamedTuple):
 
 
 class KnockdConfig(NamedTuple):
+    """``warnings``: ``FILE:LINE: warning: …`` for what knockd accepts but may surprise."""
+
     path: str
     options: KnockdOptions
     doors: tuple[KnockdDoor, ...]
+    warnings: tuple[str, ...] = ()
 
 
 class OneTimeSequence(NamedTuple):
@@ -235,12 +241,17 @@ class _Parser:
     def __init__(self, path: str) -> None:
         self.path = path
         self.options: _Section | None = None
+        self.options_reopened: int = 0  # line of the latest [options] header after the first
+        self.warnings: list[str] = []
         self.use_syslog_line: int | None = None
         self.current: _Section | None = None
         self.doors: list[_Section] = []
 
     def error(self, message: str, line: int | None, hint: str | None = None) -> ConfigError:
         return ConfigError(message, path=self.path, line=line, hint=hint)
+
+    def warn(self, number: int, message: str) -> None:
+        self.warnings.append(f"{self.path}:{number}: warning: {message}")
 
     def feed(self, number: int, raw: str) -> None:
         line = raw.strip()
@@ -258,8 +269,11 @@ class _Parser:
             raise self.error("empty section name", number, "write [options] or [doorname]")
         if name == "options":
             if self.options is not None:
-                raise self.error(f"second [options] section (first at line {self.options.line})",
-                                 number, "merge the two [options] sections")
+                self.warn(number, f"a second [options] section (first at line "
+                          f"{self.options.line}) continues the first, as in knockd")
+                self.options_reopened = number
+                self.current = self.options
+                return
             self.options = self.current = _Section(name, number)
             return
         if any(door.name == name for door in self.doors):
@@ -301,6 +315,11 @@ class _Parser:
             raise self.error(f"unknown key {shown} in [{section.name}]", number, hint)
         if canonical in section.values:
             first = section.values[canonical][1]
+            if section is self.options and first < self.options_reopened:
+                self.warn(number, f"{_knockd_spelling(key)} given again (first at line {first}); "
+                          "this later value replaces it, as in knockd")
+                section.values[canonical] = (value, number)
+                return
             raise self.error(f"{key} given twice in [{section.name}] (first at line {first})",
                              number, "keep one; knockd would silently use the last")
         section.values[canonical] = (value, number)
@@ -308,7 +327,7 @@ class _Parser:
     def finish(self) -> KnockdConfig:
         options = self._options()
         doors = tuple(_build_door(self, section) for section in self.doors)
-        return KnockdConfig(self.path, options, doors)
+        return KnockdConfig(self.path, options, doors, tuple(self.warnings))
 
     def _options(self) -> KnockdOptions:
         syslog = self.use_syslog_line
@@ -321,6 +340,11 @@ class _Parser:
                              pid_file=values.get("PIDFILE") or None,
                              interface=values.get("INTERFACE") or None,
                              line=self.options.line, lines=lines + syslog_lines)
+
+
+def _knockd_spelling(key: str) -> str:
+    """knockd's spelling of an [options] key, for messages."""
+    return {"LOGFILE": "LogFile", "PIDFILE": "PidFile", "INTERFACE": "Interface"}[key]
 
 
 def _build_door(parser: _Parser, section: _Section) -> KnockdDoor:

@@ -28,7 +28,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from knockgate.compat.knockd.conf import KnockdConfig, KnockdDoor, KnockdOptions
+from knockgate.compat.knockd.conf import (
+    KnockdConfig,
+    KnockdDoor,
+    KnockdOptions,
+    KnockPort,
+    TcpFlags,
+)
 from knockgate.core.kinds.ports import flag_words
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
@@ -311,8 +317,15 @@ def _open_suggestion(door: KnockdDoor) -> list[str]:
             f"# open_for = {door.cmd_timeout}   # knockd's Cmd_Timeout"]
 
 
-def _door_lines(door: KnockdDoor, name: str) -> list[str]:
+def _door_lines(door: KnockdDoor, name: str, same_as: KnockdDoor | None = None) -> list[str]:
+    """``same_as``: an earlier door with the same sequence, which knockd opens on the same
+    knock."""
     notes: list[str] = []
+    if same_as is not None:
+        notes.append(f"knockd opens this door and [{comment_text(same_as.name)}] (line "
+                     f"{same_as.line}) on the same knock, and so does a served knockd.conf; "
+                     "knockgate's own TOML refuses two doors with one sequence: give one "
+                     "another sequence, or put both doors' commands in one")
     if name != door.name:
         notes.append(f"knockd's [{comment_text(door.name)}] is not a knockgate name (a letter, "
                      f"then up to 31 letters, digits or '_'); renamed {name}")
@@ -436,12 +449,20 @@ def convert_knockd(config: KnockdConfig) -> Converted:
     with the knockd.conf line of each TOML line."""
     options = config.options
     daemon = _daemon_lines(options)
-    lines = [*_header(config.path), "", *daemon]
+    header = _header(config.path)
+    for warning in config.warnings:
+        header += _wrapped(comment_text(warning), "# ", "#   ")
+    lines = [*header, "", *daemon]
     origins = [None] * (len(lines) - len(daemon)) + _origins(daemon, options.line,
                                                               dict(options.lines))
     names = door_names([door.name for door in config.doors])
+    # Doors knock alike when their ports and, for TCP knocks, their TCPFlags are the same.
+    first_with: dict[tuple[tuple[KnockPort, ...], TcpFlags | None], KnockdDoor] = {}
     for door, name in zip(config.doors, names, strict=True):
-        block = _door_lines(door, name)
+        tcp = any(knock.protocol == "tcp" for knock in door.sequence)
+        alike = (door.sequence, door.tcp_flags if tcp else None)
+        earlier = first_with.setdefault(alike, door) if door.sequence else door
+        block = _door_lines(door, name, None if earlier is door else earlier)
         lines += ["", *block]
         origins += [None, *_origins(block, door.line, dict(door.lines))]
     return Converted("\n".join(lines) + "\n", tuple(origins))
