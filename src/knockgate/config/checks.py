@@ -115,10 +115,12 @@ def host_memory_bytes(meminfo: str = _MEMINFO) -> int:
     raise ValueError(f"{meminfo} has no MemTotal line")
 
 
-def check_kernel_memory(config: Config, host_bytes: int) -> KernelMemory:
-    """``config``'s kernel memory, or ConfigError when its table, every bounded set full,
-    would take more than 1/KERNEL_MEMORY_SHARE of ``host_bytes``."""
-    cost = kernel_memory(config)
+def check_kernel_memory(config: Config, host_bytes: int,
+                        cost: KernelMemory | None = None) -> KernelMemory:
+    """``config``'s kernel memory (``cost``, when the caller rendered the table already), or
+    ConfigError when its table, every bounded set full, would take more than
+    1/KERNEL_MEMORY_SHARE of ``host_bytes``."""
+    cost = kernel_memory(config) if cost is None else cost
     budget = host_bytes // KERNEL_MEMORY_SHARE
     if cost.full > budget:
         raise ConfigError(

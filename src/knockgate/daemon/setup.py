@@ -20,6 +20,7 @@ from knockgate.core.gate import Gate
 from knockgate.core.nft.first_stage import first_stage_summary
 from knockgate.core.nft.grants import HostChain, closed_port_answer
 from knockgate.core.nft.kernel_doors import KernelSettings
+from knockgate.core.nft.memory import table_memory
 from knockgate.core.nft.table import TablePlan, render_dormant, render_table
 from knockgate.io.netlink import check_interfaces
 from knockgate.model import Packet
@@ -110,12 +111,10 @@ class Setup(NamedTuple):
 def prepare(config: Config, interfaces: tuple[str, ...], stores: ReplayStores, now: float,
             previous: Setup | None = None) -> Setup:
     """Everything ``config`` needs at run time; raises KnockgateError, leaving nothing open.
-    A table over the kernel memory budget is refused here, as `knockgate check` refuses it.
 
     On a reload ``previous`` is the running setup: its SPA services' replay entries carry over
     and are written to the new stores before this returns (or it raises).
     """
-    check_kernel_memory(config, host_memory_bytes())
     spa = fwknop = None
     spa_clauses = []
     spa_shape = (0, 0)
@@ -202,7 +201,10 @@ def install_table(nft: Nftables, config: Config, interfaces: tuple[str, ...],
     """The whole table ``config`` asks for, in one transaction (doors that still exist keep
     their grants); then the table it leaves when it stops is saved for `knockgate up`."""
     plan = table_plan(config, interfaces, overflow_seed, nft.input_chains())
-    nft.apply(render_table(plan, nft.existing_sets()))
+    text = render_table(plan, nft.existing_sets())
+    # Refused over budget as `knockgate check` refuses it, measured on the text applied.
+    check_kernel_memory(config, host_memory_bytes(), table_memory(text.splitlines()))
+    nft.apply(text)
     _save_dormant(config, plan)
     return plan
 
